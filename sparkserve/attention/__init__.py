@@ -1,0 +1,1 @@
+"""Attention backends behind a registry with lazy imports (``registry.get_backend``)."""

@@ -1,0 +1,1 @@
+"""Engine (add/abort/step), detokenization and the offline ``LLM`` API."""

@@ -1,0 +1,136 @@
+"""The engine: one step = schedule -> execute -> update. Offline API and server both drive it."""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import torch
+
+from sparkserve.config import EngineConfig
+from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
+from sparkserve.models.loader import load_model
+from sparkserve.models.tokenizer import Tokenizer
+from sparkserve.outputs import RequestOutput
+from sparkserve.request import Request, RequestStatus
+from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
+from sparkserve.runner.model_runner import ModelRunner
+from sparkserve.sampling_params import SamplingParams
+from sparkserve.scheduler import Scheduler
+
+log = logging.getLogger("sparkserve.engine")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    return torch.device(name)
+
+
+class Engine:
+    """Owns the scheduler, the runner and the output processor (single process, single thread)."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        mc = config.model
+        device = resolve_device(mc.device)
+        torch.manual_seed(mc.seed)
+        self.model, self.model_config = load_model(mc.model, mc.dtype, device)
+        self.tokenizer = Tokenizer(mc.tokenizer or mc.model)
+        self.eos_token_ids = self.tokenizer.eos_token_ids
+        sched = config.scheduler
+        if sched.max_model_len > self.model_config.max_position_embeddings:
+            raise ValueError(f"max_model_len {sched.max_model_len} exceeds the model's max_position_embeddings "
+                             f"{self.model_config.max_position_embeddings}")
+        per_block = bytes_per_block(self.model_config.num_hidden_layers, config.cache.block_size,
+                                    self.model_config.num_key_value_heads, self.model_config.head_dim,
+                                    next(self.model.parameters()).dtype)
+        self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
+        self.scheduler = Scheduler(sched, config.cache, self.num_blocks)
+        self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed)
+        self.outputs = OutputProcessor(self.tokenizer)
+        self._ids = itertools.count()
+        self.num_steps = 0
+
+    # -- requests -------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
+        if isinstance(prompt, dict):
+            if "prompt_token_ids" in prompt:
+                return prompt.get("prompt"), list(prompt["prompt_token_ids"])
+            if "prompt" in prompt:
+                return self.encode_prompt(prompt["prompt"])
+        if isinstance(prompt, (list, tuple)) and all(isinstance(t, int) for t in prompt):
+            return None, list(prompt)
+        raise ValueError("a prompt must be a string, a list of token ids, or {'prompt_token_ids': [...]}")
+
+    def add_request(self, request_id: str | None, prompt, params: SamplingParams | None = None) -> str:
+        """Queue a request. Raises ValueError (bad prompt/params) or QueueFullError (admission)."""
+        params = params or SamplingParams()
+        request_id = request_id or f"req-{next(self._ids)}"
+        if request_id in self.outputs.parents:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        text, ids = self.encode_prompt(prompt)
+        self.validate_prompt(ids, params)
+        parent = ParentRequest(request_id, text, ids)
+        children = []
+        for i in range(params.n):
+            child_params = params if params.n == 1 else _child_params(params, i)
+            cid = request_id if params.n == 1 else f"{request_id}#{i}"
+            req = Request(cid, ids, child_params, eos_token_ids=self.eos_token_ids,
+                          max_model_len=self.config.scheduler.max_model_len)
+            children.append(req)
+        for i, req in enumerate(children):
+            self.scheduler.add_request(req)
+            self.outputs.add(parent, req.request_id, i, req)
+        return request_id
+
+    def validate_prompt(self, ids: list[int], params: SamplingParams) -> None:
+        if not ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.model_config.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})")
+        limit = self.config.scheduler.max_model_len
+        want = len(ids) + (params.max_tokens or 1)
+        if len(ids) >= limit or (params.max_tokens is not None and want > limit):
+            raise ValueError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
+                             f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
+
+    def abort(self, request_ids) -> list[RequestOutput]:
+        if isinstance(request_ids, str):
+            request_ids = [request_ids]
+        child_ids = [c for rid in request_ids for c in self.outputs.children_of(rid)]
+        self.scheduler.abort(child_ids)
+        outs, _ = self.outputs.process([], aborted=child_ids)
+        return outs
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        plan = self.scheduler.schedule()
+        result = self.runner.execute(plan)
+        updated = self.scheduler.update(plan, result)
+        self.num_steps += 1
+        logprobs = {s.request_id: s.logprobs for s in result.seqs if s.logprobs}
+        outs, stopped = self.outputs.process(updated, logprobs)
+        for cid in stopped:
+            self.scheduler.finish_request(cid, RequestStatus.FINISHED_STOPPED)
+        return outs
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def stats(self) -> dict:
+        s = self.scheduler
+        return {"num_running": s.num_running, "num_waiting": s.num_waiting, "kv_usage": s.kv_usage,
+                "num_preemptions": s.num_preemptions_total, "num_blocks": self.num_blocks}
+
+
+def _child_params(params: SamplingParams, index: int) -> SamplingParams:
+    from dataclasses import replace
+
+    seed = None if params.seed is None else params.seed + index
+    return replace(params, n=1, seed=seed)

@@ -1,0 +1,1 @@
+"""Target model architectures, HF config handling and safetensors loading."""

@@ -1,0 +1,72 @@
+"""Results handed to users of the offline API and to the server (plain data)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SpecDecodeStats:
+    """Per-request speculative-decoding counters (all zero without speculation).
+
+    num_drafts: verify rounds that carried >= 1 draft token; num_draft_tokens: drafts proposed;
+    num_verified_draft_tokens: drafts actually sent to the target; num_accepted_tokens: drafts accepted.
+    mean_acceptance_length: tokens emitted per verify round (accepted + 1), tau in the paper.
+    """
+
+    num_drafts: int = 0
+    num_draft_tokens: int = 0
+    num_verified_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    num_rounds: int = 0
+    num_emitted_tokens: int = 0
+    accepted_per_pos: list[int] = field(default_factory=list)
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        return self.num_emitted_tokens / self.num_rounds if self.num_rounds else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "num_drafts": self.num_drafts,
+            "num_draft_tokens": self.num_draft_tokens,
+            "num_verified_draft_tokens": self.num_verified_draft_tokens,
+            "num_accepted_tokens": self.num_accepted_tokens,
+            "mean_acceptance_length": round(self.mean_acceptance_length, 4),
+        }
+
+
+@dataclass
+class Logprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class CompletionOutput:
+    """One generated sequence (vLLM's field names)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | None while running
+    stop_reason: int | str | None = None
+    logprobs: list[Logprob] | None = None
+    cumulative_logprob: float | None = None
+    delta_text: str = ""  # text released by the latest step (streaming)
+    delta_token_ids: list[int] = field(default_factory=list)
+    num_prompt_tokens: int = 0
+
+
+@dataclass
+class RequestOutput:
+    """A request's state after a step (offline API: the final one)."""
+
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool = False
+    num_cached_tokens: int = 0
+    spec_decode: SpecDecodeStats = field(default_factory=SpecDecodeStats)
+    metrics: dict = field(default_factory=dict)

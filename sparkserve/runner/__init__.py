@@ -1,0 +1,1 @@
+"""Target model execution over a flat token batch (tensors stay in here)."""

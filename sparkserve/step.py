@@ -1,0 +1,83 @@
+"""The plain-data objects that cross the scheduler <-> runner boundary, once per step.
+
+A step brings each scheduled sequence's ``num_computed_tokens`` up by ``len(token_ids)``:
+prefill chunks, decode tokens and verification blocks ``[anchor, d1..dl]`` are all just token
+counts. Nothing here holds a tensor or a Request object.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingMeta:
+    """Sampling settings of one sequence, as the runner needs them (copied from SamplingParams)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    logprobs: int | None = None
+
+
+@dataclass
+class ScheduledSeq:
+    """One sequence's work in a step.
+
+    ``token_ids`` are the tokens whose KV this step computes, at positions
+    ``num_computed_tokens .. num_computed_tokens + len(token_ids) - 1``. When
+    ``num_draft_tokens`` = l > 0 the last l of them are unverified draft tokens.
+    ``sample`` is False for a prefill chunk that does not reach the end of the known tokens.
+    """
+
+    request_id: str
+    token_ids: list[int]
+    num_computed_tokens: int
+    block_ids: list[int]  # the sequence's whole block table, covering every position it writes
+    sampling: SamplingMeta
+    sample: bool = True
+    num_draft_tokens: int = 0
+    draft_probs_key: int | None = None  # reserved for drafter bookkeeping (spec decode)
+    num_output_tokens: int = 0  # tokens generated so far (penalties, min_tokens)
+
+
+@dataclass
+class StepPlan:
+    """Everything the runner executes in one step."""
+
+    seqs: list[ScheduledSeq] = field(default_factory=list)
+    finished_request_ids: list[str] = field(default_factory=list)  # runner may drop their state
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s.token_ids) for s in self.seqs)
+
+    def __bool__(self) -> bool:
+        return bool(self.seqs)
+
+
+@dataclass
+class SeqResult:
+    """What the runner produced for one scheduled sequence.
+
+    ``new_token_ids`` are the emitted tokens: accepted drafts then one sampled (bonus/recovered)
+    token; empty when ``sample`` was False. ``num_accepted_drafts`` <= num_draft_tokens.
+    ``logprobs[i]`` pairs with ``new_token_ids[i]``: (chosen logprob, [(token_id, logprob), ...]).
+    """
+
+    request_id: str
+    new_token_ids: list[int] = field(default_factory=list)
+    num_accepted_drafts: int = 0
+    logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
+    next_draft_token_ids: list[int] | None = None  # the next draft block (spec decode)
+    next_draft_confidences: list[float] | None = None
+
+
+@dataclass
+class StepResult:
+    """The runner's output for a StepPlan, in the same order as ``plan.seqs``."""
+
+    seqs: list[SeqResult] = field(default_factory=list)
+    forward_time_s: float = 0.0  # time inside model forwards (target + drafter)
+    step_time_s: float = 0.0  # wall time of execute()
