@@ -37,8 +37,8 @@ class Engine:
         device = resolve_device(mc.device)
         torch.manual_seed(mc.seed)
         self.model, self.model_config = load_model(mc.model, mc.dtype, device)
-        self.tokenizer = Tokenizer(mc.tokenizer or mc.model)
-        self.eos_token_ids = self.tokenizer.eos_token_ids
+        self.tokenizer = _load_tokenizer(mc.tokenizer or mc.model)
+        self.eos_token_ids = self.tokenizer.eos_token_ids if self.tokenizer else _config_eos(self.model_config)
         sched = config.scheduler
         if sched.max_model_len > self.model_config.max_position_embeddings:
             raise ValueError(f"max_model_len {sched.max_model_len} exceeds the model's max_position_embeddings "
@@ -52,10 +52,13 @@ class Engine:
         self.outputs = OutputProcessor(self.tokenizer)
         self._ids = itertools.count()
         self.num_steps = 0
+        self.forward_time_s = 0.0  # total time inside model forwards (overhead accounting)
 
     # -- requests -------------------------------------------------------------------------------------
     def encode_prompt(self, prompt) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this model directory has no tokenizer; pass prompt token ids instead of text")
             return prompt, self.tokenizer.encode(prompt, add_special_tokens=True)
         if isinstance(prompt, dict):
             if "prompt_token_ids" in prompt:
@@ -114,6 +117,7 @@ class Engine:
         result = self.runner.execute(plan)
         updated = self.scheduler.update(plan, result)
         self.num_steps += 1
+        self.forward_time_s += result.forward_time_s
         logprobs = {s.request_id: s.logprobs for s in result.seqs if s.logprobs}
         outs, stopped = self.outputs.process(updated, logprobs)
         for cid in stopped:
@@ -134,3 +138,17 @@ def _child_params(params: SamplingParams, index: int) -> SamplingParams:
 
     seed = None if params.seed is None else params.seed + index
     return replace(params, n=1, seed=seed)
+
+
+def _load_tokenizer(path: str) -> Tokenizer | None:
+    import os
+
+    if not any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model")):
+        log.warning("no tokenizer in %s: token-id prompts only, outputs carry no text", path)
+        return None
+    return Tokenizer(path)
+
+
+def _config_eos(cfg) -> tuple[int, ...]:
+    eos = cfg.eos_token_id
+    return tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())

@@ -74,6 +74,8 @@ class DecoderConfig:
 
     @classmethod
     def from_file(cls, path: str) -> "DecoderConfig":
+        if not os.path.exists(path):
+            raise ValueError(f"model path {path!r} does not exist (not a directory)")
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         try:
             with open(file) as f:

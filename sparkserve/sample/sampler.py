@@ -66,7 +66,12 @@ def draw_uniform(generator: torch.Generator | None) -> float:
 
 
 class Sampler:
-    """Pure function of logits, per-row metadata and per-row generators (it holds no state)."""
+    """Pure function of logits, per-row metadata and per-row generators (it holds no state).
+
+    A random row draws with its own generator, which must live on the logits' device
+    (``RequestGenerators(device=...)``); None there means torch's default generator (not
+    reproducible). Greedy rows (temperature < ``GREEDY_EPS``) ignore their generator.
+    """
 
     def sample(
         self,

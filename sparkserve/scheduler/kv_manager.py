@@ -54,6 +54,12 @@ class KVCacheManager:
         """Blocks needed to hold ``num_tokens`` positions."""
         return cdiv(num_tokens, self.block_size)
 
+    def num_free_slots(self, request: Request) -> int:
+        """Positions from ``num_computed_tokens`` on that the request could cover right now: the
+        rest of its table plus every free block (what ``allocate_slots`` would accept)."""
+        num_table_slots = len(self._tables.get(request.request_id, ())) * self.block_size
+        return num_table_slots + self.pool.num_free_blocks * self.block_size - request.num_computed_tokens
+
     def block_ids(self, request_id: str) -> list[int]:
         """The request's block table (the live list: copy it before handing it out)."""
         return self._tables.get(request_id, [])
@@ -83,7 +89,7 @@ class KVCacheManager:
         table = self._tables.get(request.request_id)
         if not self.enable_prefix_caching or not table:
             return
-        num_full = min(request.num_computed_tokens, request.num_tokens) // self.block_size
+        num_full = request.num_tokens // self.block_size
         num_full = min(num_full, len(table))
         num_committed = self._num_committed.get(request.request_id, 0)
         if num_full <= num_committed:

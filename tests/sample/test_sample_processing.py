@@ -191,7 +191,7 @@ row_strategy = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(row_strategy)
 def test_properties(row):
     logits, t, k, p, m = row
@@ -201,11 +201,11 @@ def test_properties(row):
     # normalised, the argmax always survives, the kept set is an upper set of the logits
     assert abs(float(torch.logsumexp(out, 0))) < 1e-5
     assert bool(kept[int(z.argmax())])
-    if bool((~kept).any()):
-        assert float(z[kept].min()) > float(z[~kept].max())
-    if t == 0.0:
+    if t == 0.0:  # one-hot at the first argmax, even among ties
         assert int(kept.sum()) == 1
         return
+    if bool((~kept).any()):
+        assert float(z[kept].min()) > float(z[~kept].max())
     if 0 < k < len(logits):
         assert int(kept.sum()) >= k or p < 1.0 or m > 0.0
         kth = float(torch.sort(z, descending=True).values[k - 1])
