@@ -89,7 +89,7 @@ class KVCacheManager:
         table = self._tables.get(request.request_id)
         if not self.enable_prefix_caching or not table:
             return
-        num_full = request.num_tokens // self.block_size
+        num_full = min(request.num_computed_tokens, request.num_tokens) // self.block_size
         num_full = min(num_full, len(table))
         num_committed = self._num_committed.get(request.request_id, 0)
         if num_full <= num_committed:

@@ -8,6 +8,7 @@ from sparkserve.config import CacheConfig, SchedulerConfig
 from sparkserve.request import Request
 from sparkserve.sampling_params import SamplingParams
 from sparkserve.scheduler import NULL_BLOCK_ID, Scheduler
+from sparkserve.scheduler.prefix_cache import hash_block_tokens
 from sparkserve.step import ScheduledSeq, SeqResult, StepPlan, StepResult
 
 SAMPLED_TOKEN = 7
@@ -65,6 +66,29 @@ class FakeRunner:
         assert block_id != NULL_BLOCK_ID
         return self.slots.setdefault(block_id, [None] * self.block_size), position % self.block_size
 
+    def check_cached_blocks(self, requests) -> None:
+        """Every block findable by hash holds, slot for slot, the tokens its hash names; the
+        names are learned from the full blocks of ``requests`` (every request ever added)."""
+        pool, block_size = self.scheduler.kv.pool, self.block_size
+        truth: dict[bytes, list[int]] = {}
+        for request in requests:
+            tokens, parent = request.all_token_ids, None
+            for start in range(0, len(tokens) - block_size + 1, block_size):
+                parent = hash_block_tokens(parent, tokens[start : start + block_size])
+                truth[parent] = tokens[start : start + block_size]
+        for block_hash, block_id in pool._hash_to_block.items():
+            assert block_hash in truth, "a cached hash names no real token sequence"
+            assert self.slots.get(block_id) == truth[block_hash], f"cached block {block_id} holds other KV"
+
+    def check_committed_blocks(self) -> None:
+        """The committed blocks of running requests hold the requests' own tokens."""
+        kv, block_size = self.scheduler.kv, self.block_size
+        for request in self.scheduler.running:
+            table, tokens = kv.block_ids(request.request_id), request.all_token_ids
+            for index in range(kv._num_committed.get(request.request_id, 0)):
+                expected = tokens[index * block_size : (index + 1) * block_size]
+                assert self.slots.get(table[index]) == expected, (request.request_id, index)
+
     def execute(self, plan: StepPlan) -> StepResult:
         results = []
         for seq in plan.seqs:
@@ -98,6 +122,7 @@ def step(scheduler: Scheduler, runner: FakeRunner) -> tuple[StepPlan, list[Reque
     check_plan(scheduler, plan)
     changed = scheduler.update(plan, runner.execute(plan))
     check_state(scheduler)
+    runner.check_committed_blocks()
     return plan, changed
 
 

@@ -76,7 +76,7 @@ def planner_for(rng: random.Random):
     return lambda requests: [rng.randint(0, 4) for _ in requests]
 
 
-def run_step(sched, runner, rng, ids, abort_mid: bool, ended: dict) -> None:
+def run_step(sched, runner, rng, abort_mid: bool, ended: dict) -> None:
     plan = sched.schedule()
     check_plan(sched, plan)
     result = runner.execute(plan)
@@ -91,6 +91,7 @@ def run_step(sched, runner, rng, ids, abort_mid: bool, ended: dict) -> None:
             assert request.request_id not in ended
             ended[request.request_id] = request
     check_state(sched)
+    runner.check_committed_blocks()
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
@@ -102,6 +103,7 @@ def test_random_workloads_never_leak_blocks(config, num_events, seed, use_planne
     runner = FakeRunner(sched, RandomPolicy(rng))
     usable_tokens = (config["num_blocks"] - 1) * config["block_size"]
     ids: list[str] = []
+    added = []
     accepted: set[str] = set()
     ended: dict = {}
     for event in script:
@@ -126,8 +128,9 @@ def test_random_workloads_never_leak_blocks(config, num_events, seed, use_planne
             else:
                 assert valid and not queue_full
                 accepted.add(request_id)
+                added.append(request)
         elif kind == "step":
-            run_step(sched, runner, rng, ids, event[1], ended)
+            run_step(sched, runner, rng, event[1], ended)
         elif ids:
             request_id = ids[event[1] % len(ids)]
             if kind == "abort":
@@ -141,8 +144,9 @@ def test_random_workloads_never_leak_blocks(config, num_events, seed, use_planne
     for _ in range(5000):
         if not sched.has_unfinished():
             break
-        run_step(sched, runner, rng, ids, False, ended)
+        run_step(sched, runner, rng, False, ended)
     check_drained(sched)
+    runner.check_cached_blocks(added)
     assert set(ended) == accepted and all(r.finished for r in ended.values())
     for request in ended.values():
         assert request.num_tokens <= request.max_model_len

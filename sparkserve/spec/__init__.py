@@ -1,0 +1,1 @@
+"""Speculative decoding: drafters (proposers), heads, verification, verify-length planning."""
