@@ -40,6 +40,8 @@ class ScheduledSeq:
     num_draft_tokens: int = 0
     draft_probs_key: int | None = None  # reserved for drafter bookkeeping (spec decode)
     num_output_tokens: int = 0  # tokens generated so far (penalties, min_tokens)
+    max_draft_tokens: int | None = None  # per-request cap on the next draft block (None: engine's gamma)
+    history_token_ids: list[int] | None = None  # committed prompt+output tokens (only for text drafters)
 
 
 @dataclass

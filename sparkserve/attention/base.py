@@ -20,6 +20,7 @@ class PagedBatch:
     seq_lens: list[int]  # cached + new tokens per sequence (kv length after this step)
     block_tables: list[list[int]]  # physical block ids per sequence
     block_size: int
+    slot_mapping: list[int]  # [num_tokens] cache slot each new token writes
 
 
 class AttentionContext(Protocol):

@@ -31,26 +31,32 @@ class TorchAttentionMetadata:
     num_tokens: int
 
 
+def padded_block_table(tables: list[list[int]]) -> torch.Tensor:
+    """[B, max_blocks] int64, padded with the null block 0."""
+    width = max(len(t) for t in tables)
+    return torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.long)
+
+
 def _build_group(seqs: list[int], batch: PagedBatch, starts: list[int], device) -> _Group:
+    """Vectorised: a handful of tensor ops per step, whatever the number of sequences."""
     bs = batch.block_size
-    max_q = max(batch.query_lens[i] for i in seqs)
-    max_kv = max(batch.seq_lens[i] for i in seqs)
-    qi = torch.zeros(len(seqs), max_q, dtype=torch.long)
-    qv = torch.zeros(len(seqs), max_q, dtype=torch.bool)
-    slots = torch.zeros(len(seqs), max_kv, dtype=torch.long)
-    mask = torch.zeros(len(seqs), 1, max_q, max_kv, dtype=torch.bool)
-    kv_pos = torch.arange(max_kv)
-    for row, i in enumerate(seqs):
-        ql, sl = batch.query_lens[i], batch.seq_lens[i]
-        qi[row, :ql] = torch.arange(starts[i], starts[i] + ql)
-        qv[row, :ql] = True
-        table = torch.tensor(batch.block_tables[i], dtype=torch.long)
-        pos = kv_pos[:sl]
-        slots[row, :sl] = table[pos // bs] * bs + pos % bs
-        q_pos = torch.arange(sl - ql, sl).unsqueeze(1)  # [ql, 1]
-        mask[row, 0, :ql, :sl] = kv_pos[:sl].unsqueeze(0) <= q_pos
-        mask[row, 0, ql:, 0] = True  # padded query rows attend to one key (avoids NaN); discarded
-    return _Group(qi.to(device), qv.to(device), slots.to(device), mask.to(device), qi[qv].to(device))
+    q_len = torch.tensor([batch.query_lens[i] for i in seqs])  # [B]
+    kv_len = torch.tensor([batch.seq_lens[i] for i in seqs])  # [B]
+    start = torch.tensor([starts[i] for i in seqs])  # [B]
+    max_q, max_kv = int(q_len.max()), int(kv_len.max())
+    q_ar, kv_ar = torch.arange(max_q), torch.arange(max_kv)
+    q_valid = q_ar[None] < q_len[:, None]  # [B, max_q]
+    q_index = (start[:, None] + q_ar[None]) * q_valid
+    kv_valid = kv_ar[None] < kv_len[:, None]  # [B, max_kv]
+    table = padded_block_table([batch.block_tables[i] for i in seqs])
+    blocks = table.gather(1, (kv_ar // bs).clamp(max=table.shape[1] - 1).expand(len(seqs), -1))
+    slots = (blocks * bs + kv_ar % bs) * kv_valid
+    q_pos = (kv_len - q_len)[:, None] + q_ar[None]  # [B, max_q] absolute positions
+    mask = (kv_ar[None, None] <= q_pos[:, :, None]) & kv_valid[:, None]
+    mask |= (~q_valid)[:, :, None] & (kv_ar == 0)[None, None]  # padded rows see one key: no NaN
+    out_rows = q_index[q_valid]
+    return _Group(q_index.to(device), q_valid.to(device), slots.to(device), mask[:, None].to(device),
+                  out_rows.to(device))
 
 
 class TorchBackend:
@@ -58,17 +64,14 @@ class TorchBackend:
 
     def build_metadata(self, batch: PagedBatch, device: torch.device) -> TorchAttentionMetadata:
         starts, total = [], 0
-        slot_mapping = []
-        bs = batch.block_size
-        for ql, sl, table in zip(batch.query_lens, batch.seq_lens, batch.block_tables):
+        for ql in batch.query_lens:
             starts.append(total)
             total += ql
-            for pos in range(sl - ql, sl):
-                slot_mapping.append(table[pos // bs] * bs + pos % bs)
         decode = [i for i, ql in enumerate(batch.query_lens) if ql == 1]
         multi = [i for i, ql in enumerate(batch.query_lens) if ql > 1]
         groups = [_build_group(g, batch, starts, device) for g in (decode, multi) if g]
-        return TorchAttentionMetadata(torch.tensor(slot_mapping, dtype=torch.long, device=device), groups, total)
+        slots = torch.tensor(batch.slot_mapping, dtype=torch.long, device=device)
+        return TorchAttentionMetadata(slots, groups, total)
 
     def forward(self, q, k, v, k_cache, v_cache, metadata: TorchAttentionMetadata, scale: float) -> torch.Tensor:
         num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]

@@ -78,7 +78,7 @@ class Problem:
         else:
             raise ValueError(op)
         assert r >= 0, (text, a, op, b)
-        self.lines.append(f"Step {len(self.lines) + 1}: {text}, so {a} {op} {b} = {r}.")
+        self.lines.append(f"Step {len(self.lines) + 1}: {text[:1].upper()}{text[1:]}, so {a} {op} {b} = {r}.")
         self.answer = r
         return r
 
@@ -336,7 +336,7 @@ def lose_find_share(p: Problem) -> str:
     n, t = p.name(), p.thing()
     friends, each = p.int(2, 6), p.int(3, 12)
     total = friends * each
-    found = p.int(2, 15)
+    found = p.int(1, min(15, total - 1))
     lost = p.int(2, 15)
     start = total - found + lost
     a = p.step(f"{n} starts with {start} {t} and loses {lost}", start, "-", lost)
@@ -439,8 +439,9 @@ def fish_tanks(p: Problem) -> str:
 
 
 def library_books(p: Problem) -> str:
-    start, per, days = p.int(40, 90), p.int(2, 9), p.int(2, 6)
+    per, days = p.int(2, 9), p.int(2, 6)
     out = per * days
+    start = p.int(max(40, out + 1), 99)
     back = p.int(1, out)
     a = p.step(f"{per} books are borrowed each day for {days} days", per, "*", days)
     b = p.step(f"the library had {start} books, so after lending it has", start, "-", a)
@@ -521,6 +522,29 @@ def fruit_stand(p: Problem) -> str:
             f"are thrown away. The rest sell for ${price} each. How many dollars does the stand earn?")
 
 
+def shopping_change(p: Problem) -> str:
+    n = p.name()
+    (i1, i1s), (i2, i2s) = p.rng.sample(SHOP_ITEMS, 2)
+    k1, p1, k2, p2 = p.int(2, 5), p.int(2, 9), p.int(2, 5), p.int(2, 9)
+    a = p.step(f"{k1} {i1s} at ${p1} each cost", k1, "*", p1)
+    b = p.step(f"{k2} {i2s} at ${p2} each cost", k2, "*", p2)
+    c = p.step(f"together they cost", a, "+", b)
+    p.step(f"paying with $100 leaves", 100, "-", c)
+    return (f"{n} buys {k1} {i1s} for ${p1} each and {k2} {i2s} for ${p2} each, and pays with a $100 "
+            f"bill. How many dollars of change does {n} get?")
+
+
+def farm_legs(p: Problem) -> str:
+    n = p.name()
+    cows, hens = p.int(2, 15), p.int(2, 20)
+    four = p.pick(("cows", "goats", "sheep", "pigs", "horses"))
+    two = p.pick(("chickens", "ducks", "geese", "turkeys"))
+    a = p.step(f"{cows} {four} with 4 legs each have", cows, "*", 4)
+    b = p.step(f"{hens} {two} with 2 legs each have", hens, "*", 2)
+    p.step(f"all the animals have", a, "+", b)
+    return f"{n}'s farm has {cows} {four} and {hens} {two}. How many legs do the animals have in all?"
+
+
 TEMPLATES: tuple[Callable[[Problem], str], ...] = (
     buy_more, give_away, gain_then_lose, boxes_total, share_equally, unit_price, change_back,
     wage_then_spend, pages_left, more_than_together, twice_together, bus_stops, bake_and_eat,
@@ -528,7 +552,7 @@ TEMPLATES: tuple[Callable[[Problem], str], ...] = (
     rectangle_area, task_minutes, shop_stock, how_many_more, half_then_buy, teams_players,
     parking_spots, lose_find_share, recipe_short, two_legs_distance, pencils_class, temperature,
     three_friends, savings_goal, tickets, fish_tanks, library_books, average_score, eggs_cartons,
-    trip_costs, weekly_total, stickers_pages, fruit_stand,
+    trip_costs, weekly_total, stickers_pages, fruit_stand, shopping_change, farm_legs,
 )
 
 

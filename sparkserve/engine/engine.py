@@ -8,6 +8,7 @@ import torch
 
 from sparkserve.config import EngineConfig
 from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
+from sparkserve.engine.spec_stats import SpecStatsTracker
 from sparkserve.models.loader import load_model
 from sparkserve.models.tokenizer import Tokenizer
 from sparkserve.outputs import RequestOutput
@@ -37,6 +38,7 @@ class Engine:
         device = resolve_device(mc.device)
         torch.manual_seed(mc.seed)
         self.model, self.model_config = load_model(mc.model, mc.dtype, device)
+        self.model.fuse_for_inference()
         self.tokenizer = _load_tokenizer(mc.tokenizer or mc.model)
         self.eos_token_ids = self.tokenizer.eos_token_ids if self.tokenizer else _config_eos(self.model_config)
         sched = config.scheduler
@@ -49,7 +51,8 @@ class Engine:
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
         self.scheduler = Scheduler(sched, config.cache, self.num_blocks)
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed)
-        self.outputs = OutputProcessor(self.tokenizer)
+        self.spec_stats = SpecStatsTracker()
+        self.outputs = OutputProcessor(self.tokenizer, self.spec_stats)
         self._ids = itertools.count()
         self.num_steps = 0
         self.forward_time_s = 0.0  # total time inside model forwards (overhead accounting)
@@ -116,6 +119,7 @@ class Engine:
         plan = self.scheduler.schedule()
         result = self.runner.execute(plan)
         updated = self.scheduler.update(plan, result)
+        self.spec_stats.record(plan, result)
         self.num_steps += 1
         self.forward_time_s += result.forward_time_s
         logprobs = {s.request_id: s.logprobs for s in result.seqs if s.logprobs}

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from sparkserve.engine.detokenizer import IncrementalDetokenizer
-from sparkserve.outputs import CompletionOutput, Logprob, RequestOutput, SpecDecodeStats
+from sparkserve.engine.spec_stats import SpecStatsTracker, merge
+from sparkserve.outputs import CompletionOutput, Logprob, RequestOutput
 from sparkserve.request import Request
 
 
@@ -33,8 +34,9 @@ class ParentRequest:
 
 
 class OutputProcessor:
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, spec_stats: SpecStatsTracker | None = None):
         self.tokenizer = tokenizer
+        self.spec_stats = spec_stats or SpecStatsTracker()
         self.parents: dict[str, ParentRequest] = {}
         self.child_to_parent: dict[str, str] = {}
 
@@ -105,11 +107,14 @@ class OutputProcessor:
                                 delta_text=c.delta_text if new else "",
                                 delta_token_ids=c.delta_token_ids if new else []))
         outs.sort(key=lambda c: c.index)
+        per_req = self.spec_stats.per_request
+        spec = merge([per_req[cid] for cid in parent.children if cid in per_req])
         out = RequestOutput(parent.request_id, parent.prompt, parent.prompt_token_ids, outs, finished,
-                            parent.num_cached_tokens, SpecDecodeStats())
+                            parent.num_cached_tokens, spec)
         if finished:
             for cid in parent.children:
                 self.child_to_parent.pop(cid, None)
+                self.spec_stats.pop(cid)
             self.parents.pop(parent.request_id, None)
         return out
 

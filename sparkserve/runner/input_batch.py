@@ -13,6 +13,7 @@ from sparkserve.step import StepPlan
 class FlatBatch:
     input_ids: torch.Tensor  # [num_tokens]
     positions: torch.Tensor  # [num_tokens]
+    slot_mapping: torch.Tensor  # [num_tokens] paged-cache slot of each token
     paged: PagedBatch
     query_start: list[int]  # [num_seqs + 1] row offsets of each sequence
 
@@ -20,19 +21,23 @@ class FlatBatch:
 def flatten(plan: StepPlan, block_size: int, device: torch.device) -> FlatBatch:
     ids: list[int] = []
     positions: list[int] = []
+    slots: list[int] = []
     query_start = [0]
     query_lens, seq_lens, tables = [], [], []
     for s in plan.seqs:
-        n = len(s.token_ids)
+        n, start, table = len(s.token_ids), s.num_computed_tokens, s.block_ids
         ids.extend(s.token_ids)
-        positions.extend(range(s.num_computed_tokens, s.num_computed_tokens + n))
+        pos = range(start, start + n)
+        positions.extend(pos)
+        slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
         query_start.append(query_start[-1] + n)
         query_lens.append(n)
-        seq_lens.append(s.num_computed_tokens + n)
-        tables.append(s.block_ids)
+        seq_lens.append(start + n)
+        tables.append(table)
     return FlatBatch(
         input_ids=torch.tensor(ids, dtype=torch.long, device=device),
         positions=torch.tensor(positions, dtype=torch.long, device=device),
-        paged=PagedBatch(query_lens, seq_lens, tables, block_size),
+        slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+        paged=PagedBatch(query_lens, seq_lens, tables, block_size, slots),
         query_start=query_start,
     )

@@ -1,6 +1,6 @@
-"""Runs the target model for a StepPlan: one forward over all scheduled tokens, then sampling
-(or, with drafts, verification). Holds the KV tensors and per-request generators; never sees a
-Request object."""
+"""Runs the target model for a StepPlan: one forward over all scheduled tokens, then sampling or
+lossless verification, then (with a drafter) the next draft blocks. Holds the KV tensors, the
+per-request generators and pending draft blocks; never sees a Request object."""
 from __future__ import annotations
 
 import time
@@ -9,14 +9,17 @@ import torch
 
 from sparkserve.attention.base import PagedAttentionContext
 from sparkserve.attention.registry import get_backend
+from sparkserve.runner import spec_step
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
 from sparkserve.sample import RequestGenerators, Sampler
+from sparkserve.spec.types import DraftBlock
 from sparkserve.step import SeqResult, StepPlan, StepResult
 
 
 class ModelRunner:
-    def __init__(self, model, num_blocks: int, block_size: int, backend: str = "auto", seed: int = 0):
+    def __init__(self, model, num_blocks: int, block_size: int, backend: str = "auto", seed: int = 0,
+                 proposer=None, num_speculative_tokens: int = 0):
         self.model = model
         cfg = model.config
         self.device = next(model.parameters()).device
@@ -27,30 +30,59 @@ class ModelRunner:
                                             cfg.head_dim, self.dtype, self.device)
         self.generators = RequestGenerators(self.device, seed)
         self.sampler = Sampler()
+        self.proposer = proposer
+        self.gamma = num_speculative_tokens if proposer is not None else 0
+        self.capture_ids = tuple(getattr(proposer, "target_layer_ids", ())) if proposer is not None else ()
+        self.draft_blocks: dict[str, DraftBlock] = {}
+        self.draft_time_s = 0.0
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan) -> StepResult:
         t0 = time.perf_counter()
         self.generators.drop(plan.finished_request_ids)
+        for rid in plan.finished_request_ids:
+            self.draft_blocks.pop(rid, None)
         if not plan.seqs:
             return StepResult()
         batch = flatten(plan, self.block_size, self.device)
         metadata = self.backend.build_metadata(batch.paged, self.device)
         ctx = PagedAttentionContext(self.backend, metadata, self.kv_caches, self.model.scale)
         t_fwd = time.perf_counter()
-        hidden, _ = self.model(batch.input_ids, batch.positions, ctx)
-        sample_idx = [i for i, s in enumerate(plan.seqs) if s.sample]
-        rows = [batch.query_start[i + 1] - 1 for i in sample_idx]
+        hidden, feats = self.model(batch.input_ids, batch.positions, ctx, self.capture_ids)
+        rows, sampled = spec_step.logit_rows(plan, batch)
         logits = self.model.compute_logits(hidden[rows]) if rows else None
         forward_time = time.perf_counter() - t_fwd
         results = [SeqResult(s.request_id) for s in plan.seqs]
-        if rows:
-            metas = [plan.seqs[i].sampling for i in sample_idx]
-            gens = [None if m.temperature == 0 else self.generators.get(plan.seqs[i].request_id, m.seed)
-                    for i, m in zip(sample_idx, metas)]
-            out = self.sampler.sample(logits, metas, gens)
-            for j, i in enumerate(sample_idx):
-                results[i].new_token_ids = [out.token_ids[j]]
-                if out.logprobs[j] is not None:
-                    results[i].logprobs = [out.logprobs[j]]
+        if rows and any(plan.seqs[i].num_draft_tokens for i in sampled):
+            spec_step.verify_step(plan, sampled, logits, self.draft_blocks, self.generators, results)
+        elif rows:
+            self._sample(plan, sampled, logits, results)
+        if self.proposer is not None:
+            t_draft = time.perf_counter()
+            self._draft(plan, batch, feats, sampled, results)
+            self.draft_time_s = time.perf_counter() - t_draft
+            forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
+
+    def _sample(self, plan: StepPlan, sampled: list[int], logits: torch.Tensor, results: list[SeqResult]) -> None:
+        metas = [plan.seqs[i].sampling for i in sampled]
+        gens = [None if m.temperature == 0 else self.generators.get(plan.seqs[i].request_id, m.seed)
+                for i, m in zip(sampled, metas)]
+        out = self.sampler.sample(logits, metas, gens)
+        for j, i in enumerate(sampled):
+            results[i].new_token_ids = [out.token_ids[j]]
+            if out.logprobs[j] is not None:
+                results[i].logprobs = [out.logprobs[j]]
+
+    def _draft(self, plan: StepPlan, batch, feats, sampled: list[int], results: list[SeqResult]) -> None:
+        """Feed this step's target features to the drafter, then draft the next block per request."""
+        nxt = spec_step.next_token_ids(plan, batch, results)
+        self.proposer.observe(feats, batch.input_ids, batch.positions, batch.slot_mapping, nxt)
+        reqs = spec_step.propose_requests(plan, sampled, results, self.gamma, self.generators)
+        if not reqs:
+            return
+        blocks = self.proposer.propose([r for _, r in reqs])
+        for (i, req), block in zip(reqs, blocks):
+            self.draft_blocks[req.request_id] = block
+            results[i].next_draft_token_ids = list(block.token_ids)
+            results[i].next_draft_confidences = block.confidences

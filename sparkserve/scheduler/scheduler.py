@@ -43,6 +43,7 @@ class Scheduler:
         self.block_size = cache_config.block_size
         self.kv = KVCacheManager(cache_config.block_size, num_blocks, cache_config.enable_prefix_caching)
         self.verify_planner = verify_planner
+        self.needs_history = False  # set by the engine when a drafter reads the token history (n-gram)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._requests: dict[str, Request] = {}  # live (unfinished) requests
@@ -238,6 +239,8 @@ class Scheduler:
             sample=start + num_known == request.num_tokens,
             num_draft_tokens=len(drafts),
             num_output_tokens=len(request.output_token_ids),
+            max_draft_tokens=params.draft_cap,
+            history_token_ids=request.all_token_ids if self.needs_history else None,
         )
 
     # ---- update ------------------------------------------------------------------------------
