@@ -17,6 +17,7 @@ from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
 from sparkserve.runner.model_runner import ModelRunner
 from sparkserve.sampling_params import SamplingParams
 from sparkserve.scheduler import Scheduler
+from sparkserve.spec.factory import build_proposer
 
 log = logging.getLogger("sparkserve.engine")
 
@@ -50,7 +51,11 @@ class Engine:
                                     next(self.model.parameters()).dtype)
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
         self.scheduler = Scheduler(sched, config.cache, self.num_blocks)
-        self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed)
+        proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size)
+        self.scheduler.needs_history = bool(getattr(proposer, "needs_history", False))
+        self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
+                                  proposer, gamma)
+        self.num_speculative_tokens = gamma
         self.spec_stats = SpecStatsTracker()
         self.outputs = OutputProcessor(self.tokenizer, self.spec_stats)
         self._ids = itertools.count()

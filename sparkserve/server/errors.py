@@ -20,15 +20,11 @@ followed by ``data: [DONE]``.
 """
 from __future__ import annotations
 
-import logging
-
 import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-
-log = logging.getLogger("sparkserve.server")
 
 RETRY_AFTER_S = 1
 
@@ -118,8 +114,7 @@ def install_exception_handlers(app: FastAPI) -> None:
     async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         return invalid_request(str(exc.errors())).to_response()
 
-    async def on_unhandled(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+    async def on_unhandled(request: Request, exc: Exception) -> Response:  # uvicorn logs the traceback
         return internal("internal server error").to_response()
 
     app.add_exception_handler(APIError, on_api_error)

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
-Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**64 - 1)]
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
 # -- requests -----------------------------------------------------------------------------------------

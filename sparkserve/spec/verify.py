@@ -131,16 +131,7 @@ def verify(
         num_accepted.append(a)
         pos += n
 
-    emitted = []  # [B] 0-dim tensors: the recovered/bonus token of each request
-    for i, inp in enumerate(inputs):
-        row = starts[i] + num_accepted[i]
-        if greedy[i]:
-            emitted.append(argmax[row])
-        else:
-            weights = _final_weights(probs[row], inp, num_accepted[i])  # [V]
-            emitted.append(race_argmax(weights, inp.generator))
-    final_ids = torch.stack(emitted).tolist() if emitted else []  # [B], one host sync
-
+    final_ids = _final_tokens(inputs, starts, num_accepted, greedy, probs, argmax, device)  # [B]
     outputs = [
         VerifyOutput(token_ids=list(inp.draft_token_ids[:a]) + [tok], num_accepted=a)
         for inp, a, tok in zip(inputs, num_accepted, final_ids)
@@ -198,17 +189,38 @@ def _accept_mask(inputs, starts, greedy, probs, argmax, device) -> list[bool]:
     return accept.tolist()
 
 
-def _final_weights(p: torch.Tensor, inp: VerifyInput, num_accepted: int) -> torch.Tensor:
-    """Race weights [V] of the token after ``num_accepted`` drafts: bonus p, or the residual."""
-    if num_accepted == inp.num_draft_tokens:
-        return p  # bonus row
-    if inp.draft_probs is None:  # max(p - onehot(d), 0) is p with d zeroed
-        residual = p.clone()
-        residual[inp.draft_token_ids[num_accepted]] = 0.0
-    else:
-        q = inp.draft_probs[num_accepted].to(device=p.device, dtype=torch.float32)  # [V]
-        residual = (p - q).clamp_min_(0.0)
-    return torch.where(residual.sum() > 0, residual, p)  # p == q: fall back to p (no host sync)
+def _final_tokens(inputs, starts, num_accepted, greedy, probs, argmax, device) -> list[int]:
+    """The recovered or bonus token of every request [B]; one race per stochastic request, in order."""
+    tokens = torch.empty(len(inputs), dtype=torch.long, device=device)  # [B]
+    rows = [starts[i] + a for i, a in enumerate(num_accepted)]  # [B], the row that emits it
+    greedy_idx = [i for i, g in enumerate(greedy) if g]
+    if greedy_idx:
+        tokens[torch.tensor(greedy_idx, device=device)] = argmax[torch.tensor([rows[i] for i in greedy_idx],
+                                                                             device=device)]
+    stoch = [i for i, g in enumerate(greedy) if not g]  # [S]
+    if stoch:
+        p = probs[torch.tensor([rows[i] for i in stoch], device=device)]  # [S, V]
+        q = torch.zeros_like(p)  # [S, V]: q of the rejected draft; 0 on bonus rows (residual = p)
+        sampled, sampled_q, one_hot, one_hot_ids = [], [], [], []
+        for j, i in enumerate(stoch):
+            inp, a = inputs[i], num_accepted[i]
+            if a == inp.num_draft_tokens:
+                continue
+            if inp.draft_probs is None:
+                one_hot.append(j)
+                one_hot_ids.append(inp.draft_token_ids[a])
+            else:
+                sampled.append(j)
+                sampled_q.append(inp.draft_probs[a].to(device=device, dtype=torch.float32))
+        if sampled:
+            q[torch.tensor(sampled, device=device)] = torch.stack(sampled_q)
+        if one_hot:
+            q[torch.tensor(one_hot, device=device), torch.tensor(one_hot_ids, device=device)] = 1.0
+        residual = (p - q).clamp_min_(0.0)  # [S, V]; one-hot q: p with the draft zeroed
+        weights = torch.where(residual.sum(dim=-1, keepdim=True) > 0, residual, p)  # p == q: fall back to p
+        drawn = [race_argmax(weights[j], inputs[i].generator) for j, i in enumerate(stoch)]  # [S] 0-dim
+        tokens[torch.tensor(stoch, device=device)] = torch.stack(drawn)
+    return tokens.tolist()  # one host sync
 
 
 def _attach_logprobs(target_logits, inputs, starts, outputs: list[VerifyOutput]) -> None:

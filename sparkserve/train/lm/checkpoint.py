@@ -49,11 +49,12 @@ def save_checkpoint(ckpt_dir: str, step: int, model: torch.nn.Module, optimizer:
 
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
               for g in opt_state["param_groups"]]
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    sched = scheduler.state_dict()  # LambdaLR: plain numbers (a function lambda is stored as None)
     state = {"step": step, "param_groups": groups, "param_names": [index_to_name[i] for i in range(len(flat))],
              "scheduler": sched, "data": data_state, "extra": extra or {}}
     with open(os.path.join(tmp, "state.json"), "w") as f:
         json.dump(state, f, indent=1, sort_keys=True)
+    shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,42 @@
+"""CLI: `python -m sparkserve.demo build [--out DIR] [--quick] [--seed N] [--export DIR | --no-export]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sparkserve demo", description="Build the sparkserve demo model.")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="corpus -> tokenizer -> train -> export (resumes if interrupted)")
+    b.add_argument("--out", default=None, help="work directory (default runs/demo, or runs/demo-quick)")
+    b.add_argument("--quick", action="store_true", help="tiny end-to-end recipe (a few minutes)")
+    b.add_argument("--seed", type=int, default=0)
+    g = b.add_mutually_exclusive_group()
+    g.add_argument("--export", default=None,
+                   help="copy the final model here (default: sparkserve/assets/demo for the full recipe)")
+    g.add_argument("--no-export", action="store_true", help="leave the model in OUT/model only")
+    b.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    b.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from sparkserve.demo.build import build, default_export_dir, default_out_dir
+    from sparkserve.demo.recipe import FULL, QUICK
+
+    recipe = QUICK if args.quick else FULL
+    if args.max_steps is not None:
+        recipe = recipe.with_steps(args.max_steps)
+    out = args.out or default_out_dir(args.quick)
+    export = None if args.no_export else (args.export or (None if args.quick else default_export_dir()))
+    report = build(recipe, args.seed, out, export, num_threads=args.threads)
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

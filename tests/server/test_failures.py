@@ -1,0 +1,69 @@
+"""Deadlines, an engine crash and a failed start: requests get errors instead of hanging."""
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.server.conftest import COMMON_ARGS, MODEL_NAME
+from tests.server.server_proc import ServerProcess, pid_alive, wait_for
+
+LONG = {"model": MODEL_NAME, "prompt": "go", "max_tokens": 240, "ignore_eos": True}
+
+
+@pytest.fixture(scope="module")
+def fragile_server(server_model_dir, tmp_path_factory):
+    log = str(tmp_path_factory.mktemp("logs") / "fragile.log")
+    proc = ServerProcess(server_model_dir, log, *COMMON_ARGS, "--request-timeout", "1")
+    try:
+        yield proc.wait_ready()
+    finally:
+        proc.stop()
+
+
+def _sse_events(server, body) -> list[str]:
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, headers=server.headers, timeout=60) as r:
+        assert r.status_code == 200
+        return [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+
+
+def test_request_timeout(fragile_server):
+    t0 = time.monotonic()
+    r = httpx.post(fragile_server.url + "/v1/completions", json=LONG, headers=fragile_server.headers, timeout=60)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
+    assert time.monotonic() - t0 < 10
+    events = _sse_events(fragile_server, {**LONG, "stream": True})
+    assert events[-1] == "[DONE]" and '"request_timeout"' in events[-2]
+    m = wait_for(lambda: (m := fragile_server.metrics())["sparkserve:num_requests_running"] == 0 and m, 30)
+    assert m["sparkserve:request_success_total{finished_reason=abort}"] == 2
+
+
+def test_engine_crash_fails_requests_and_health(fragile_server):
+    core = fragile_server.core_pid()
+    with httpx.stream("POST", fragile_server.url + "/v1/completions", json={**LONG, "stream": True},
+                      headers=fragile_server.headers, timeout=60) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))
+        os.kill(core, signal.SIGKILL)
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "data: [DONE]" and '"engine_dead"' in rest[-2]
+    health = wait_for(lambda: (h := httpx.get(fragile_server.url + "/health")).status_code == 503 and h, 10)
+    assert health and health.json()["error"]["code"] == "engine_dead"
+    assert httpx.get(fragile_server.url + "/ready").status_code == 503
+    r = httpx.post(fragile_server.url + "/v1/completions", json=LONG, headers=fragile_server.headers, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead"
+    assert fragile_server.stop() == 0
+    assert not pid_alive(core)
+
+
+def test_engine_start_failure_exits_nonzero(tmp_path):
+    bad = tmp_path / "not-a-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"]}')
+    proc = ServerProcess(str(bad), str(tmp_path / "bad.log"))
+    try:
+        assert proc.proc.wait(180) == 1
+    finally:
+        proc.stop()
+    assert "could not start the engine" in proc.log()
