@@ -14,7 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("sparkserve.server.launch", "serve a model over an OpenAI-compatible HTTP API"),
     # "demo": ("sparkserve.demo.cli", "..."),
-    # "drafter": ("sparkserve.spec.cli", "..."),
+    "drafter": ("sparkserve.spec.cli", "write drafter checkpoints (random init for tests and training)"),
     # "train": ("sparkserve.train.cli", "..."),
     # "profile": ("sparkserve.bench.cli", "..."),
 }

@@ -52,14 +52,17 @@ class SamplingParams:
         self._check_number("min_p", self.min_p, lo=0.0, hi=1.0)
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < -1:
             raise ValueError(f"top_k must be an int >= -1 (0 or -1 disables it), got {self.top_k!r}")
+        if self.top_k > 1 << 30:
+            raise ValueError(f"top_k must be at most {1 << 30} (values above the vocabulary size mean no limit)")
         if self.top_k == -1:
             self.top_k = 0
         if not isinstance(self.n, int) or isinstance(self.n, bool) or not 1 <= self.n <= _MAX_N:
             raise ValueError(f"n must be an int in [1, {_MAX_N}], got {self.n!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not -(1 << 63) <= self.seed < 1 << 64):
+            raise ValueError(f"seed must be a 64-bit int, got {self.seed!r}")
         if self.max_tokens is not None and (
-            not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1
+            not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or not 1 <= self.max_tokens < 1 << 31
         ):
             raise ValueError(f"max_tokens must be an int >= 1, got {self.max_tokens!r}")
         if not isinstance(self.min_tokens, int) or self.min_tokens < 0:

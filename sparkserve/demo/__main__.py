@@ -18,7 +18,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--export", default=None,
                    help="copy the final model here (default: sparkserve/assets/demo for the full recipe)")
     g.add_argument("--no-export", action="store_true", help="leave the model in OUT/model only")
-    b.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    b.add_argument("--threads", type=int, default=2,
+                   help="torch CPU threads; 0 re-picks 1 or 2 as the shared machine's load changes")
     b.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
     return p
 

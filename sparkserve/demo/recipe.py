@@ -50,8 +50,9 @@ class Recipe:
         return replace(self, max_steps=max_steps)
 
 
-# ~6.6M parameters (2.1M of them the tied 8192x256 embedding), 13 MB in bf16. On 2 shared CPU cores it
-# trains at roughly 0.6-1k tokens/s, so 1800 steps x 8 x 512 = 7.4M tokens take about 2-3 hours.
+# ~6.6M parameters (2.1M of them the tied 8192x256 embedding), 13 MB in bf16. Niced on 2 CPU cores
+# shared with other engineers' test runs it trained at ~250-300 tokens/s (up to ~1k on an idle machine),
+# so 1100 steps x 4 x 512 = 2.25M tokens (about half an epoch of the corpus) take about 2 hours.
 FULL = Recipe(
     name="full",
     corpus=CorpusSize(num_math=30_000, max_code=None, max_chat=None),
@@ -59,10 +60,10 @@ FULL = Recipe(
     model=ModelShape(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=8,
                      num_key_value_heads=2, head_dim=32, max_position_embeddings=2048),
     seq_len=512,
-    batch_size=8,
-    max_steps=1800,
-    lr=3e-3,
-    warmup_steps=100,
+    batch_size=4,
+    max_steps=1100,
+    lr=2e-3,
+    warmup_steps=50,
 )
 
 QUICK = Recipe(

@@ -7,6 +7,7 @@ import logging
 import torch
 
 from sparkserve.config import EngineConfig
+from sparkserve.errors import ContextLengthError, QueueFullError
 from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
 from sparkserve.engine.spec_stats import SpecStatsTracker
 from sparkserve.models.loader import load_model
@@ -85,6 +86,9 @@ class Engine:
             raise ValueError(f"request id {request_id!r} is already in use")
         text, ids = self.encode_prompt(prompt)
         self.validate_prompt(ids, params)
+        room = self.config.scheduler.max_waiting - self.scheduler.num_waiting
+        if params.n > room:  # all n children or none
+            raise QueueFullError(f"the waiting queue is full ({self.config.scheduler.max_waiting} requests)")
         parent = ParentRequest(request_id, text, ids)
         children = []
         for i in range(params.n):
@@ -108,7 +112,7 @@ class Engine:
         limit = self.config.scheduler.max_model_len
         want = len(ids) + (params.max_tokens or 1)
         if len(ids) >= limit or (params.max_tokens is not None and want > limit):
-            raise ValueError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
+            raise ContextLengthError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
                              f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
 
     def abort(self, request_ids) -> list[RequestOutput]:
@@ -138,8 +142,13 @@ class Engine:
 
     def stats(self) -> dict:
         s = self.scheduler
-        return {"num_running": s.num_running, "num_waiting": s.num_waiting, "kv_usage": s.kv_usage,
-                "num_preemptions": s.num_preemptions_total, "num_blocks": self.num_blocks}
+        out = {"num_running": s.num_running, "num_waiting": s.num_waiting, "kv_usage": s.kv_usage,
+               "num_preemptions": s.num_preemptions_total, "num_blocks": self.num_blocks}
+        if self.num_speculative_tokens:
+            t = self.spec_stats.total
+            out["spec_decode"] = {**t.as_dict(), "accepted_per_pos": list(t.accepted_per_pos),
+                                  "verify_length_counts": dict(self.spec_stats.verify_length_counts)}
+        return out
 
 
 def _child_params(params: SamplingParams, index: int) -> SamplingParams:

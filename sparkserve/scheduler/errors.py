@@ -6,8 +6,7 @@ the whole KV cache) is a 400; ``QueueFullError`` (the waiting queue is at ``max_
 from __future__ import annotations
 
 
-class QueueFullError(Exception):
-    """The waiting queue holds ``SchedulerConfig.max_waiting`` requests already (HTTP 429)."""
+from sparkserve.errors import QueueFullError  # noqa: F401  (re-exported; defined torch-free)
 
 
 class NoFreeBlocksError(RuntimeError):

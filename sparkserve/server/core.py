@@ -4,10 +4,11 @@ The API process starts it with one end of a socketpair as fd N (see ``engine_cli
 core owns the ``Engine`` (and so torch); the API process never imports this module.
 
 Threads:
-* main: the loop. Apply queued ``Add``/``Abort`` messages, ``engine.step()`` while there is work,
-  send each step's deltas. Blocks on the inbox when idle.
-* reader: decodes frames into the inbox. EOF (the API process is gone, or closed the socket to
-  shut us down) exits the process at once: this is the watchdog that prevents orphans.
+* main: builds the engine, then loops: apply queued ``Add``/``Abort`` messages, ``engine.step()``
+  while there is work, send each step's deltas. Blocks on the inbox when idle.
+* reader (started before the engine is built): decodes frames into the inbox. EOF (the API
+  process is gone, or closed the socket to shut us down) exits the process at once: this is the
+  watchdog that prevents orphans.
 * heartbeat: sends the latest stats snapshot every ``HEARTBEAT_INTERVAL_S``.
 
 A step that raises is fatal: the core sends ``Fatal`` and exits 1 (engine state is unknown).
@@ -63,18 +64,35 @@ class Conn:
         return bytes(buf)
 
 
+def start_reader(conn: Conn) -> queue.SimpleQueue:
+    """Decode frames into a queue on a daemon thread; EOF exits the process (the watchdog)."""
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def read_loop() -> None:
+        try:
+            while (msg := conn.recv()) is not None:
+                inbox.put(msg)
+        except Exception as e:  # corrupt stream or a reset socket: nobody to talk to any more
+            log.error("engine core connection failed: %s", e)
+            os._exit(1)
+        log.info("API process closed the connection; engine core exiting")
+        os._exit(0)
+
+    threading.Thread(target=read_loop, name="core-reader", daemon=True).start()
+    return inbox
+
+
 class CoreLoop:
-    def __init__(self, engine, conn: Conn):
+    def __init__(self, engine, conn: Conn, inbox: queue.SimpleQueue):
         self.engine = engine
         self.conn = conn
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.inbox = inbox
         self.stats = self._stats()
         self._lp_sent: dict[str, dict[int, int]] = {}  # request -> choice index -> logprobs sent
         self._done: dict[str, set[int]] = {}  # request -> choice indices whose finish was sent
 
     # -- threads --------------------------------------------------------------------------------------
     def run(self) -> None:
-        threading.Thread(target=self._read_loop, name="core-reader", daemon=True).start()
         threading.Thread(target=self._heartbeat_loop, name="core-heartbeat", daemon=True).start()
         eng = self.engine
         self.conn.send(ipc.Ready(eng.config.scheduler.max_model_len, eng.model_config.vocab_size,
@@ -94,16 +112,6 @@ class CoreLoop:
             if deltas or msgs:
                 self.stats = self._stats()
                 self.conn.send(ipc.StepOutputs(deltas, self.stats))
-
-    def _read_loop(self) -> None:
-        try:
-            while (msg := self.conn.recv()) is not None:
-                self.inbox.put(msg)
-        except Exception as e:  # corrupt stream or a reset socket: nobody to talk to any more
-            log.error("engine core connection failed: %s", e)
-            os._exit(1)
-        log.info("API process closed the connection; engine core exiting")
-        os._exit(0)
 
     def _heartbeat_loop(self) -> None:
         while True:
@@ -213,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     if not isinstance(start, ipc.Start):
         return 0 if start is None else 2
     logging.basicConfig(level=start.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    inbox = start_reader(conn)  # from here on, losing the API process ends this one, even mid-load
     try:
         from sparkserve.engine.engine import Engine
         from sparkserve.engine.llm import build_engine_config
@@ -223,7 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         conn.send(ipc.Fatal(f"could not start the engine: {e}"))
         return 1
     log.info("engine core ready (pid %d, %d KV blocks)", os.getpid(), engine.num_blocks)
-    CoreLoop(engine, conn).run()
+    try:
+        CoreLoop(engine, conn, inbox).run()
+    except OSError:  # the API process went away while we were sending
+        return 0
     return 0
 
 

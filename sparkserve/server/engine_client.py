@@ -24,7 +24,8 @@ from sparkserve.server.metrics import Metrics
 from sparkserve.server.settings import ServerSettings
 
 log = logging.getLogger("sparkserve.server")
-HEARTBEAT_TIMEOUT_S = 10.0
+HEARTBEAT_TIMEOUT_S = 10.0  # no message from the core for this long: unhealthy
+STALL_TIMEOUT_S = 300.0  # requests running but no step finished for this long: unhealthy
 CONTEXT_LENGTH_PREFIX = "this model's maximum context length"
 
 
@@ -48,6 +49,7 @@ class EngineClient:
         self.info: ipc.Ready | None = None  # set once the engine is built
         self.stats = ipc.EngineStats()
         self.last_heartbeat = time.monotonic()
+        self.last_progress = time.monotonic()  # when ``stats.num_steps`` last moved
         self.dead_reason: str | None = None
         self.requests: dict[str, RequestState] = {}
         self._acks: dict[str, asyncio.Future] = {}
@@ -100,6 +102,9 @@ class EngineClient:
             return "the engine core process is not running"
         if self.info is not None and self.heartbeat_age > HEARTBEAT_TIMEOUT_S:
             return f"no heartbeat from the engine core for {self.heartbeat_age:.0f} s"
+        stalled = time.monotonic() - self.last_progress
+        if self.stats.num_running and stalled > STALL_TIMEOUT_S:
+            return f"the engine has not finished a step in {stalled:.0f} s"
         return None
 
     # -- requests -------------------------------------------------------------------------------------
@@ -133,7 +138,10 @@ class EngineClient:
     def abort(self, request_id: str) -> None:
         """Ask the engine to drop a request (its final 'abort' output still updates metrics)."""
         if request_id in self.requests and self.dead_reason is None:
-            self._send(ipc.Abort([request_id]))
+            try:
+                self._send(ipc.Abort([request_id]))
+            except APIError:  # shutting down: the core is going away with the request
+                pass
 
     def fail_all(self, error: APIError) -> None:
         """End every request with ``error`` (and abort them in the engine)."""
@@ -191,6 +199,8 @@ class EngineClient:
 
     def _on_stats(self, stats: ipc.EngineStats) -> None:
         self.last_heartbeat = time.monotonic()
+        if stats.num_steps != self.stats.num_steps or not self.stats.num_running:
+            self.last_progress = self.last_heartbeat
         self.stats = stats
         self.metrics.record_stats(stats)
 

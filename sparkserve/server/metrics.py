@@ -5,7 +5,9 @@ the heartbeat); request-level counters and histograms are recorded in the API pr
 arrive, so they count every request that reached the engine, including aborted ones.
 
 ``sparkserve:request_success_total{finished_reason}`` counts finished *sequences* (a request
-with ``n`` = 4 counts 4), as vLLM v1 does for its fanned-out child requests.
+with ``n`` = 4 counts 4), as vLLM v1 does for its fanned-out child requests. A request's prompt
+tokens are counted when its first output token arrives; inter-token latency is observed once per
+engine message that carries new tokens (with speculation one message may carry several).
 """
 from __future__ import annotations
 
@@ -51,12 +53,21 @@ class Metrics:
         self.itl = histogram("inter_token_latency_seconds", "Time between output messages", _ITL_BUCKETS)
         self.e2e = histogram("e2e_request_latency_seconds", "Request latency, arrival to finish", _E2E_BUCKETS)
         self._last_preemptions = 0
-        # -- speculative decoding ------------------------------------------------------------------
-        # Owned by the spec-decode work: create the vLLM-named counters here
-        # (``spec_decode_num_drafts_total``, ``spec_decode_num_draft_tokens_total``,
-        # ``spec_decode_num_accepted_tokens_total``, ``spec_decode_num_accepted_tokens_per_pos_total``)
-        # and our own (verified draft tokens, verify-length histogram, cost-table age, calibration
-        # error), then fill them in ``record_spec_decode``.
+        # -- speculative decoding (vLLM names, plus verified drafts and the verify-length counts) --------
+        self.spec_counters = {
+            "num_drafts": counter("spec_decode_num_drafts", "Verify rounds that carried at least one draft"),
+            "num_draft_tokens": counter("spec_decode_num_draft_tokens", "Draft tokens proposed"),
+            "num_verified_draft_tokens": counter("spec_decode_num_verified_draft_tokens",
+                                                 "Draft tokens sent to the target for verification"),
+            "num_accepted_tokens": counter("spec_decode_num_accepted_tokens", "Draft tokens accepted"),
+        }
+        self._per_pos = Counter(PREFIX + "spec_decode_num_accepted_tokens_per_pos",
+                                "Accepted draft tokens by position in the block", ["model_name", "position"],
+                                registry=r)
+        self._verify_len = Counter(PREFIX + "spec_decode_verify_length",
+                                   "Decode rounds by verify length (drafts sent to the target)",
+                                   ["model_name", "length"], registry=r)
+        self._last_spec: dict = {}
 
     def record_stats(self, stats: EngineStats) -> None:
         self.num_requests_running.set(stats.num_running)
@@ -69,7 +80,23 @@ class Metrics:
             self.record_spec_decode(stats.spec_decode)
 
     def record_spec_decode(self, counters: dict) -> None:
-        """Hook: cumulative engine-wide spec-decode counters (``EngineStats.spec_decode``)."""
+        """Cumulative engine-wide spec-decode counters (``EngineStats.spec_decode``) -> Prometheus."""
+        last = self._last_spec
+        for key, metric in self.spec_counters.items():
+            value = counters.get(key, 0)
+            if value > last.get(key, 0):
+                metric.inc(value - last.get(key, 0))
+        for name, label, metric in (("accepted_per_pos", "position", self._per_pos),
+                                    ("verify_length_counts", "length", self._verify_len)):
+            values = counters.get(name) or {}
+            items = enumerate(values) if isinstance(values, list) else values.items()
+            old = last.get(name) or {}
+            old_get = (lambda k: old[k] if k < len(old) else 0) if isinstance(old, list) else (lambda k: old.get(k, 0))
+            for k, v in items:
+                if v > old_get(k):
+                    metric.labels(self.model_name, str(k)).inc(v - old_get(k))
+        self._last_spec = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                           for k, v in counters.items()}
 
     def record_finished(self, finished_reason: str) -> None:
         self._request_success.labels(self.model_name, finished_reason).inc()

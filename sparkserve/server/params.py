@@ -18,10 +18,14 @@ MAX_STOP_STRINGS = 16
 _PATH = re.compile(r"at `\$\.?(.*)`$")
 
 
+_decoders: dict[type, msgspec.json.Decoder] = {}
+
+
 def decode_json(body: bytes, type_):
     """Strict decode of a request body; unknown fields are ignored (see ``protocol``)."""
+    decoder = _decoders.get(type_) or _decoders.setdefault(type_, msgspec.json.Decoder(type_))
     try:
-        return msgspec.json.decode(body, type=type_)
+        return decoder.decode(body)
     except msgspec.ValidationError as e:
         m = _PATH.search(str(e))
         raise invalid_request(f"invalid request: {e}", param=m.group(1) if m and m.group(1) else None) from None

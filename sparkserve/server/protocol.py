@@ -16,6 +16,7 @@ from typing import Annotated, Any, Union
 import msgspec
 from msgspec import UNSET, Struct, UnsetType
 
+# Every integer is bounded to int64: larger ones are a 400 here instead of an overflow in the engine.
 Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 
 
@@ -27,7 +28,7 @@ class StreamOptions(Struct):
 class SpeculativeOptions(Struct):
     """Per-request speculation control (sparkserve extension) -> ``SamplingParams.speculative``."""
 
-    max_draft_tokens: Union[int, None] = None
+    max_draft_tokens: Union[Int64, None] = None
     disable: bool = False
 
 
@@ -50,20 +51,20 @@ class _GenerationRequest(Struct):
     """Fields shared by chat and completions (OpenAI's, plus vLLM's sampling extensions)."""
 
     model: Union[str, None] = None
-    max_tokens: Union[int, None] = None
+    max_tokens: Union[Int64, None] = None
     temperature: Union[float, None] = None
     top_p: Union[float, None] = None
-    top_k: Union[int, None] = None
+    top_k: Union[Int64, None] = None
     min_p: Union[float, None] = None
     stop: Union[str, list[str], None] = None
     seed: Union[Int64, None] = None
-    n: Union[int, None] = None
+    n: Union[Int64, None] = None
     user: Union[str, None] = None
     stream: Union[bool, None] = False
     stream_options: Union[StreamOptions, None] = None
     ignore_eos: bool = False
-    min_tokens: int = 0
-    stop_token_ids: Union[list[int], None] = None
+    min_tokens: Int64 = 0
+    stop_token_ids: Union[list[Int64], None] = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
     speculative: Union[SpeculativeOptions, None] = None
@@ -75,20 +76,20 @@ class _GenerationRequest(Struct):
 
 class ChatCompletionRequest(_GenerationRequest):
     messages: Union[list[ChatMessage], None] = None
-    max_completion_tokens: Union[int, None] = None
+    max_completion_tokens: Union[Int64, None] = None
     logprobs: Union[bool, None] = False
-    top_logprobs: Union[int, None] = None
+    top_logprobs: Union[Int64, None] = None
     tools: Union[list[Any], None] = None
     tool_choice: Union[str, dict[str, Any], None] = None
     response_format: Union[ResponseFormat, None] = None
 
 
 class CompletionRequest(_GenerationRequest):
-    prompt: Union[str, list[Union[int, str, list[int]]], None] = None
-    logprobs: Union[int, None] = None
+    prompt: Union[str, list[Union[Int64, str, list[Int64]]], None] = None
+    logprobs: Union[Int64, None] = None
     echo: Union[bool, None] = False
     suffix: Union[str, None] = None
-    best_of: Union[int, None] = None
+    best_of: Union[Int64, None] = None
 
 
 # -- responses ----------------------------------------------------------------------------------------

@@ -62,11 +62,17 @@ class Generation:
     async def next_batch(self) -> list:
         """Every delta available now (at least one); raises the request's error, if it ends in one."""
         queue = self.state.queue
-        timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
-        try:
-            items = [await asyncio.wait_for(queue.get(), timeout)]
-        except asyncio.TimeoutError:
-            raise errors.timeout(self.timeout_s) from None
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise errors.timeout(self.timeout_s)
+        if not queue.empty():
+            items = [queue.get_nowait()]
+        elif self.deadline is None:
+            items = [await queue.get()]
+        else:
+            try:
+                items = [await asyncio.wait_for(queue.get(), max(0.0, self.deadline - time.monotonic()))]
+            except asyncio.TimeoutError:
+                raise errors.timeout(self.timeout_s) from None
         while not queue.empty():
             items.append(queue.get_nowait())
         deltas = []

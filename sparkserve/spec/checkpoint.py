@@ -91,23 +91,32 @@ def _resolve_dtype(dtype, target_model, device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "cpu" else torch.bfloat16
 
 
-def load_drafter(path: str | None, target_config: DecoderConfig, target_model, method: str | None,
-                 num_blocks: int, block_size: int, device: str | torch.device = "cpu", dtype=None, *,
+def load_drafter(path: str | None, target_config, target_model=None, method: str | None = None,
+                 num_blocks: int = 0, block_size: int = 16, device: str | torch.device | None = None, dtype=None, *,
                  num_speculative_tokens: int | None = None, ngram_max: int = 4, ngram_min: int = 2) -> Proposer:
     """Build the proposer for ``method`` (see METHODS; None/"auto": whatever the checkpoint is).
 
-    ``target_model``: the loaded target (a ``DecoderForCausalLM``); its ``model.embed_tokens`` and
-    ``lm_head`` serve z-lab DFlash drafters, which do not ship them. ``num_blocks``/``block_size``:
-    the target's paged-cache geometry, which the drafter's context cache mirrors. ``dtype``: a
-    torch dtype, a name, or None/"auto" (the target's). ``num_speculative_tokens`` caps gamma (for
-    ``ngram`` it sets it; default 4).
+    ``target_config``: the target's ``DecoderConfig`` (a loaded target model is accepted here too,
+    standing for both arguments). ``target_model``: the loaded target (a ``DecoderForCausalLM``);
+    its ``model.embed_tokens`` and ``lm_head`` serve z-lab DFlash drafters, which do not ship them.
+    ``num_blocks``/``block_size``: the target's paged-cache geometry, which the drafter's context
+    cache mirrors. ``device``/``dtype``: default to the target model's (else CPU / fp32); ``dtype``
+    may be a torch dtype or a name. ``num_speculative_tokens`` caps gamma (for ``ngram`` it sets
+    it; default 4).
     """
+    if not isinstance(target_config, DecoderConfig) and isinstance(getattr(target_config, "config", None),
+                                                                    DecoderConfig):
+        target_model, target_config = target_config, target_config.config
     if method == "ngram":
         return NgramProposer(num_speculative_tokens or 4, ngram_max, ngram_min)
     if method not in METHODS and method is not None:
         raise ValueError(f"unknown drafter method {method!r}; expected one of {list(METHODS)}")
     if path is None:
         raise ValueError(f"drafter method {method!r} needs a checkpoint directory")
+    if num_blocks <= 0:
+        raise ValueError(f"num_blocks must be the target's paged-cache block count (> 0), got {num_blocks}")
+    if device is None:
+        device = next(target_model.parameters()).device if target_model is not None else "cpu"
     device = torch.device(device)
     state = read_state_dict(path)
     dcfg = read_draft_config(path, set(state), method)

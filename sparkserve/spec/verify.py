@@ -2,7 +2,7 @@
 
 Glossary (Leviathan et al. 2023, "Fast Inference from Transformers via Speculative Decoding";
 Chen et al. 2023, "Accelerating Large Language Model Decoding with Speculative Sampling"; the DSpark
-paper, ../../shared/design/DSPARK.md §1.5 and §4):
+paper; design notes in shared/design/DSPARK.md §1.5 and §4):
 
 - **anchor**: the last token the target emitted, at position s. Its KV is not computed yet, so it is
   the first token of the verify block ``[anchor, d1..dl]``.

@@ -51,3 +51,8 @@ def test_flags_become_settings_and_engine_kwargs():
 def test_missing_model_dir_fails_fast(capsys):
     assert cli.main(["launch", "--model", "/no/such/model/dir"]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_default_model_is_the_demo():
+    s = settings_from_args(cli.build_parser("launch").parse_args(["launch"]))
+    assert s.model is None and s.model_names == ("sparkserve-demo",) and s.port == 8000 and s.host == "127.0.0.1"

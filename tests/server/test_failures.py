@@ -9,13 +9,17 @@ import pytest
 from tests.server.conftest import COMMON_ARGS, MODEL_NAME
 from tests.server.server_proc import ServerProcess, pid_alive, wait_for
 
-LONG = {"model": MODEL_NAME, "prompt": "go", "max_tokens": 240, "ignore_eos": True}
+LONG = {"model": MODEL_NAME, "prompt": "go", "max_tokens": 500, "ignore_eos": True}
+# With one sequence per step, 8 x 500 tokens take >= 4000 sequential steps: far beyond the 2 s deadline
+# on any CPU, so the timeout does not depend on how fast this machine is.
+SLOW = {**LONG, "n": 8}
 
 
 @pytest.fixture(scope="module")
 def fragile_server(server_model_dir, tmp_path_factory):
     log = str(tmp_path_factory.mktemp("logs") / "fragile.log")
-    proc = ServerProcess(server_model_dir, log, *COMMON_ARGS, "--request-timeout", "1")
+    proc = ServerProcess(server_model_dir, log, *COMMON_ARGS, "--max-model-len", "512", "--max-num-seqs", "1",
+                         "--request-timeout", "2")
     try:
         yield proc.wait_ready()
     finally:
@@ -29,14 +33,22 @@ def _sse_events(server, body) -> list[str]:
 
 
 def test_request_timeout(fragile_server):
+    before = fragile_server.metrics()
     t0 = time.monotonic()
-    r = httpx.post(fragile_server.url + "/v1/completions", json=LONG, headers=fragile_server.headers, timeout=60)
+    r = httpx.post(fragile_server.url + "/v1/completions", json=SLOW, headers=fragile_server.headers, timeout=60)
     assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
-    assert time.monotonic() - t0 < 10
-    events = _sse_events(fragile_server, {**LONG, "stream": True})
+    assert 2 <= time.monotonic() - t0 < 15
+    events = _sse_events(fragile_server, {**SLOW, "stream": True})
     assert events[-1] == "[DONE]" and '"request_timeout"' in events[-2]
-    m = wait_for(lambda: (m := fragile_server.metrics())["sparkserve:num_requests_running"] == 0 and m, 30)
-    assert m["sparkserve:request_success_total{finished_reason=abort}"] == 2
+
+    def idle():
+        m = fragile_server.metrics()
+        return m["sparkserve:num_requests_running"] == 0 and m["sparkserve:num_requests_waiting"] == 0 and m
+
+    after = wait_for(idle, 30)
+    assert after  # the engine let go of both (their unfinished sequences were aborted)
+    aborted = "sparkserve:request_success_total{finished_reason=abort}"
+    assert after[aborted] - before[aborted] >= 2
 
 
 def test_engine_crash_fails_requests_and_health(fragile_server):

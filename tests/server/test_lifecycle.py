@@ -70,7 +70,7 @@ def test_sigterm_finishes_in_flight_then_exits_cleanly(busy_server):
 
     def in_flight():
         result["r"] = httpx.post(busy_server.url + "/v1/completions", headers=busy_server.headers, timeout=120,
-                                 json={**LONG, "prompt": "finish me"})
+                                 json={**LONG, "prompt": "finish me", "max_tokens": 500})
 
     t = threading.Thread(target=in_flight)
     t.start()
@@ -91,6 +91,6 @@ def test_sigterm_finishes_in_flight_then_exits_cleanly(busy_server):
     t.join(120)
     r = result["r"]
     assert r.status_code == 200, r.text
-    assert r.json()["choices"][0]["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] == 200
+    assert r.json()["choices"][0]["finish_reason"] == "length" and r.json()["usage"]["completion_tokens"] == 500
     assert busy_server.proc.wait(60) == 0
     assert wait_for(lambda: not pid_alive(core), timeout=15)

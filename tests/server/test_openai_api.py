@@ -154,3 +154,25 @@ def test_openai_client_errors(client):
     bad = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_readme_quickstart_examples(server, capsys):
+    """The README's curl body and openai snippet, pointed at the test server instead of :8000."""
+    import json
+    import os
+    import re
+
+    from tests.server.server_proc import API_KEY
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        section = f.read().split("## Quickstart (HTTP)")[1].split("\n## ")[0]
+    blocks = dict(re.findall(r"```(\w+)\n(.*?)```", section, re.S)[1:])  # bash (curl) and python
+    assert "sparkserve launch" in section and "http://127.0.0.1:8000" in blocks["bash"]
+    body = json.loads(re.search(r"-d '(.*?)'", blocks["bash"], re.S).group(1))
+    r = httpx.post(server.url + "/v1/chat/completions", headers=server.headers, timeout=60,
+                   json={**body, "model": MODEL_NAME})
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] > 0
+    code = (blocks["python"].replace("http://127.0.0.1:8000", server.url)
+            .replace('"sparkserve-demo"', f'"{MODEL_NAME}"').replace('api_key="unused"', f'api_key="{API_KEY}"'))
+    exec(compile(code, "README.md", "exec"), {})
+    assert re.search(r"\[\d+ tokens\]", capsys.readouterr().out)

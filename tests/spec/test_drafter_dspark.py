@@ -47,9 +47,12 @@ def reference_block(sd: dict, dcfg, feats: torch.Tensor, anchor: int, embed: tor
                        rope(rms(proj(h, "k", hkv), sd[a + "k_norm.weight"], eps), pos_blk, theta)])
         v = torch.cat([proj(ctx, "v", hkv), proj(h, "v", hkv)])
         visible = torch.ones(B, s + B, dtype=torch.bool)  # DeepSpec: no mask at all
-        causal, _ = dcfg.layer_attention(i)
+        causal, window = dcfg.layer_attention(i)
         if causal:
             visible[:, s:] = torch.ones(B, B).tril().bool()
+        if window is not None:  # z-lab sliding layers
+            diff = pos_blk[:, None] - torch.cat([pos_ctx, pos_blk])[None, :]
+            visible &= (diff < window) & ((diff > -window) | torch.tensor(causal))
         x = x + linear(attention(q, k, v, visible), sd[a + "o_proj.weight"])
         x = x + mlp(sd, p + "mlp.", rms(x, sd[p + "post_attention_layernorm.weight"], eps))
     hn = rms(x, sd["norm.weight"], eps)
@@ -182,6 +185,17 @@ def test_zlab_dflash_uses_target_vocab_and_mask_rows():
 def test_zlab_dflash_causal_layers():
     proposer = load("zlab-dflash")
     proposer.config.is_causal = True
+    target, _ = loaded_target()
+    check_against_reference(proposer, target.model.embed_tokens.weight, target.lm_head.weight)
+
+
+@pytest.mark.parametrize("is_causal", [None, False])
+def test_zlab_dflash_sliding_layers(is_causal):
+    proposer = load("zlab-dflash")
+    dcfg = proposer.config
+    dcfg.layer_types = ("sliding_attention", "full_attention") * 3
+    dcfg.sliding_window, dcfg.is_causal = 4, is_causal  # None: sliding layers are causal (z-lab)
+    assert dcfg.layer_attention(0) == (is_causal is None, 4) and dcfg.layer_attention(1) == (False, None)
     target, _ = loaded_target()
     check_against_reference(proposer, target.model.embed_tokens.weight, target.lm_head.weight)
 

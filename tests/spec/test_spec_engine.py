@@ -54,7 +54,8 @@ def run_spec(llm, prompts, abort_every=0, seed=0):
         step += 1
         if abort_every and step == 3:
             victims = [i for i in ids[::abort_every] if i not in done]
-            eng.abort(victims)
+            for out in eng.abort(victims):
+                done[out.request_id] = out
             aborted.update(victims)
     assert eng.stats()["kv_usage"] == 0.0
     return done, aborted

@@ -37,7 +37,8 @@ class DraftAttention(nn.Module):
 
     def __init__(self, cfg: DecoderConfig, in_features: int | None = None):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.num_heads, self.num_kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
         in_features = in_features or cfg.hidden_size
         bias = cfg.attention_bias
         self.q_proj = nn.Linear(in_features, self.num_heads * self.head_dim, bias=bias)

@@ -90,6 +90,8 @@ class DraftConfig:
                   is_causal=extra.get("is_causal"))
         if kind == "eagle3":
             cfg.ttt_length = int(extra.get("ttt_length", 7))
+            if state_keys and not any(k.startswith("layers.1.") for k in state_keys):
+                model.num_hidden_layers = 1  # the weights decide, whatever depth the copied config says
             return cfg
         block_size = field("block_size", 16 if kind == "zlab-dflash" else None)
         if block_size is None:

@@ -128,6 +128,7 @@ class DSparkProposer:
         self.block_size = block_size
         self.num_speculative_tokens = dcfg.num_draft_tokens
         self.target_layer_ids = tuple(dcfg.target_layer_ids)
+        self.needs_history = False  # works from target features, not ProposeRequest.token_ids
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings + dcfg.block_size + 1,
                                       cfg.rope_theta, cfg.rope_scaling).to(self.device)
         self.kv_caches = allocate_draft_cache(cfg.num_hidden_layers, num_blocks, block_size,

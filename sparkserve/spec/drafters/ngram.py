@@ -46,6 +46,7 @@ class NgramProposer:
     """``Proposer`` without a model. ``num_speculative_tokens`` = gamma."""
 
     target_layer_ids: tuple[int, ...] = ()
+    needs_history = True  # reads ProposeRequest.token_ids (the scheduler only fills them when asked)
 
     def __init__(self, num_speculative_tokens: int = 4, max_ngram: int = 4, min_ngram: int = 2):
         if not 1 <= min_ngram <= max_ngram:
@@ -59,5 +60,8 @@ class NgramProposer:
         return None
 
     def propose(self, requests: list[ProposeRequest]) -> list[DraftBlock]:
+        if any(r.token_ids is None for r in requests):
+            raise ValueError("n-gram drafting needs ProposeRequest.token_ids (the committed sequence); "
+                             "the scheduler fills them when the proposer's needs_history is True")
         return [DraftBlock(ngram_lookup(r.token_ids, min(r.max_draft_tokens, self.num_speculative_tokens),
                                         self.max_ngram, self.min_ngram)) for r in requests]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -32,7 +31,7 @@ class TrainConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0
     seed: int = 0
-    num_threads: int = 2
+    num_threads: int = 2  # 0: auto, re-pick 1 or 2 threads as the (shared) machine's load changes
     ckpt_every_steps: int = 0  # 0: only time-based and final checkpoints
     ckpt_every_s: float = 300.0
     log_every: int = 10
@@ -41,6 +40,31 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_steps <= 0 or self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"bad schedule: {self}")
+
+
+class ThreadTuner:
+    """On a shared CPU, two threads can be slower than one (a descheduled thread stalls the other at
+    every barrier). Every `period` steps, time `probe` steps with each candidate and keep the fastest.
+    Thread counts change float summation order, so an auto-threaded run is not bitwise repeatable."""
+
+    def __init__(self, candidates: tuple[int, ...] = (1, 2), period: int = 200, probe: int = 3):
+        self.candidates, self.period, self.probe = candidates, period, probe
+        self.current = candidates[-1]
+        self.timings: dict[int, list[float]] = {}
+
+    def before_step(self, step: int) -> None:
+        phase = step % self.period
+        slot = phase // self.probe
+        if slot < len(self.candidates):
+            self.current = self.candidates[slot]
+        elif slot == len(self.candidates) and phase % self.probe == 0 and self.timings:
+            self.current = min(self.timings, key=lambda n: sorted(self.timings[n])[len(self.timings[n]) // 2])
+            self.timings = {}
+        torch.set_num_threads(self.current)
+
+    def after_step(self, step: int, seconds: float) -> None:
+        if (step % self.period) // self.probe < len(self.candidates):
+            self.timings.setdefault(self.current, []).append(seconds)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -66,6 +90,25 @@ def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor)
     return (nll * m).sum() / m.sum().clamp(min=1)
 
 
+def training_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """Masked next-token loss. With sparkserve's decoder API (flat `forward` + `compute_logits`) the
+    vocabulary projection runs on the loss positions only (about half of them in chat data: prompts
+    and padding carry no loss); any other model goes through `forward_train` and `masked_loss`."""
+    if not hasattr(model, "compute_logits"):
+        return masked_loss(model.forward_train(inputs), targets, mask)
+    from sparkserve.attention.base import DenseCausalContext
+
+    b, s = inputs.shape
+    positions = torch.arange(s).repeat(b)
+    hidden, _ = model(inputs.reshape(-1), positions, DenseCausalContext(b, s, model.scale))  # [B*S, H]
+    keep = mask.reshape(-1).nonzero().squeeze(1)  # [N]
+    if keep.numel() == 0:
+        return hidden.sum() * 0.0
+    logits = model.compute_logits(hidden.index_select(0, keep))  # [N, V]
+    return torch.nn.functional.cross_entropy(logits, targets.reshape(-1).index_select(0, keep))
+
+
 def train(model: torch.nn.Module, loader: PackedLoader, cfg: TrainConfig, ckpt_dir: str,
           log: Callable[[str], None] = print, metrics_path: str | None = None,
           stop_after_steps: int | None = None) -> dict:
@@ -74,7 +117,9 @@ def train(model: torch.nn.Module, loader: PackedLoader, cfg: TrainConfig, ckpt_d
     `stop_after_steps` ends the call early after that many steps of this call (checkpointing
     first), which is how tests simulate an interruption.
     """
-    torch.set_num_threads(cfg.num_threads)
+    tuner = ThreadTuner() if cfg.num_threads == 0 else None
+    if tuner is None:
+        torch.set_num_threads(cfg.num_threads)
     model.train()
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
@@ -102,13 +147,17 @@ def train(model: torch.nn.Module, loader: PackedLoader, cfg: TrainConfig, ckpt_d
     steps_this_call = 0
     while step < cfg.max_steps:
         inputs, targets, mask = loader.next_batch()
-        logits = model.forward_train(inputs)
-        loss = masked_loss(logits, targets, mask)
+        t_step = time.time()
+        if tuner is not None:
+            tuner.before_step(step)
+        loss = training_loss(model, inputs, targets, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        if tuner is not None:
+            tuner.after_step(step, time.time() - t_step)
         step += 1
         steps_this_call += 1
         tokens += inputs.numel()
@@ -121,6 +170,7 @@ def train(model: torch.nn.Module, loader: PackedLoader, cfg: TrainConfig, ckpt_d
             eta_s = (cfg.max_steps - step) * inputs.numel() / max(rate, 1e-9)
             rec = {"step": step, "loss": round(window_loss / window_n, 4), "lr": sched.get_last_lr()[0],
                    "grad_norm": round(float(grad_norm), 3), "tok_per_s": round(rate, 1),
+                   "threads": torch.get_num_threads(),
                    "epoch": loader.epoch, "elapsed_s": round(now - t_start, 1), "eta_min": round(eta_s / 60, 1)}
             log(json.dumps(rec))
             if metrics_path:
@@ -140,6 +190,6 @@ def train(model: torch.nn.Module, loader: PackedLoader, cfg: TrainConfig, ckpt_d
 def _comparable(cfg: TrainConfig) -> dict:
     """The fields a resumed run must share with the run that wrote the checkpoint."""
     d = asdict(cfg)
-    for volatile in ("ckpt_every_steps", "ckpt_every_s", "log_every", "keep_checkpoints"):
+    for volatile in ("ckpt_every_steps", "ckpt_every_s", "log_every", "keep_checkpoints", "num_threads"):
         d.pop(volatile)
     return d

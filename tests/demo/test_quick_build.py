@@ -1,0 +1,60 @@
+"""The --quick recipe runs end to end: corpus -> tokenizer -> train -> export -> loads in transformers."""
+
+import json
+
+import pytest
+import torch
+
+from sparkserve.demo.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo-quick")
+    assert main(["build", "--quick", "--out", str(out), "--no-export", "--threads", "1"]) == 0
+    return out
+
+
+def test_quick_build_exports_a_transformers_model(built):
+    transformers = pytest.importorskip("transformers")
+    model_dir = built / "model"
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    cfg = json.loads((model_dir / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen3ForCausalLM"] and cfg["model_type"] == "qwen3"
+    assert cfg["torch_dtype"] == "bfloat16" and cfg["tie_word_embeddings"] is True
+    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)["input_ids"]
+    out = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] > ids.shape[1]
+
+
+def test_quick_build_matches_sparkserve_loader(built):
+    from sparkserve.models.loader import load_model
+
+    transformers = pytest.importorskip("transformers")
+    ours, _ = load_model(str(built / "model"), dtype="float32")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(str(built / "model"), dtype=torch.float32)
+    x = torch.randint(0, 1024, (1, 17))
+    with torch.no_grad():
+        assert torch.allclose(ours.forward_train(x), theirs(x).logits, atol=1e-4)
+
+
+def test_quick_build_writes_prompt_sets_and_report(built):
+    model_dir = built / "model"
+    for domain in ("math", "code", "chat"):
+        lines = (model_dir / f"demo-{domain}.jsonl").read_text().splitlines()
+        assert lines
+        for line in lines:
+            rec = json.loads(line)
+            assert set(rec) == {"turns", "reference"} and len(rec["turns"]) == 1 and rec["reference"]
+    report = json.loads((model_dir / "demo_report.json").read_text())
+    assert report["steps"] == 30 and set(report["test_perplexity"]) == {"math", "code", "chat"}
+    gen = json.loads((model_dir / "generation_config.json").read_text())
+    assert gen["eos_token_id"][0] == 2
+
+
+def test_rerun_resumes_instead_of_retraining(built, capsys):
+    assert main(["build", "--quick", "--out", str(built), "--no-export", "--threads", "1"]) == 0
+    assert "resumed from" in capsys.readouterr().out
