@@ -81,6 +81,7 @@ class ModelConfig:
     attention_backend: str = "auto"  # auto | torch | triton | flashinfer
     seed: int = 0
     served_model_name: str | None = None
+    num_threads: int | None = None  # CPU threads for torch; None: 1 for small models, else torch's default
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

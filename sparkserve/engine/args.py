@@ -10,7 +10,8 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
                         num_kv_blocks: int | None = None, kv_cache_memory_bytes: int = 512 << 20,
                         enable_prefix_caching: bool = True, enable_chunked_prefill: bool = True,
                         attention_backend: str = "auto", speculative_config: dict | None = None,
-                        served_model_name: str | None = None, max_waiting: int = 1024) -> EngineConfig:
+                        served_model_name: str | None = None, max_waiting: int = 1024,
+                        num_threads: int | None = None) -> EngineConfig:
     """One place that turns user-facing keyword arguments into the frozen config tree."""
     if model is None:
         from sparkserve.assets import demo_model_path
@@ -23,7 +24,7 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
     spec = SpecConfig(**(speculative_config or {})) if not isinstance(speculative_config, SpecConfig) \
         else speculative_config
     return EngineConfig(
-        model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name),
+        model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name, num_threads),
         cache=CacheConfig(block_size, num_kv_blocks, kv_cache_memory_bytes, enable_prefix_caching),
         scheduler=SchedulerConfig(max_num_seqs, max(max_num_batched_tokens, 1), max_model_len,
                                   enable_chunked_prefill, max_waiting),

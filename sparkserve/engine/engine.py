@@ -39,6 +39,7 @@ class Engine:
         mc = config.model
         device = resolve_device(mc.device)
         torch.manual_seed(mc.seed)
+        set_cpu_threads(mc.num_threads, mc.model, device)
         self.model, self.model_config = load_model(mc.model, mc.dtype, device)
         self.model.fuse_for_inference()
         self.tokenizer = _load_tokenizer(mc.tokenizer or mc.model)
@@ -149,6 +150,25 @@ class Engine:
             out["spec_decode"] = {**t.as_dict(), "accepted_per_pos": list(t.accepted_per_pos),
                                   "verify_length_counts": dict(self.spec_stats.verify_length_counts)}
         return out
+
+
+def set_cpu_threads(num_threads: int | None, model_path: str, device: torch.device) -> None:
+    """0/None: one thread for small models on CPU (their matmuls are too small to split, and a second
+    busy thread on a shared 2-core box costs far more than it gains); torch's default otherwise."""
+    if device.type != "cpu":
+        return
+    if num_threads:
+        torch.set_num_threads(num_threads)
+        return
+    import os
+
+    try:
+        size = sum(os.path.getsize(os.path.join(model_path, f)) for f in os.listdir(model_path)
+                   if f.endswith(".safetensors"))
+    except OSError:
+        return
+    if size < 200 << 20:
+        torch.set_num_threads(1)
 
 
 def _child_params(params: SamplingParams, index: int) -> SamplingParams:

@@ -54,6 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="weight and activation dtype (default: %(default)s)")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     m.add_argument("--seed", type=int, default=0, help="engine seed for requests without their own (default: 0)")
+    m.add_argument("--num-threads", type=int, default=None,
+                   help="CPU threads for the engine (default: 1 for models under 200 MB, else torch's default)")
+    m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "triton", "flashinfer"),
+                   help="paged-attention implementation (default: %(default)s = torch on CPU)")
     m.add_argument("--speculative-config", type=_json_object, default=None, metavar="JSON",
                    help='speculative decoding as a JSON object of SpecConfig fields, e.g. '
                         '\'{"method": "dspark", "num_speculative_tokens": 4}\'')
@@ -100,7 +104,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         num_kv_blocks=args.num_kv_blocks, kv_cache_memory_bytes=int(args.kv_cache_memory_gb * (1 << 30)),
         enable_prefix_caching=not args.no_prefix_caching, speculative_config=args.speculative_config,
-        served_model_name=names[0] if names else None, max_waiting=args.max_waiting)
+        served_model_name=names[0] if names else None, max_waiting=args.max_waiting,
+        num_threads=args.num_threads, attention_backend=args.attention_backend)
     return ServerSettings(host=args.host, port=args.port, model=args.model, tokenizer=args.tokenizer,
                           served_model_names=names, api_keys=tuple(args.api_key or ()),
                           max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,

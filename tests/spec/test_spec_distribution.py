@@ -63,8 +63,8 @@ def chi2_pvalue(samples: list[tuple], joint: dict[tuple, float]) -> float:
     return float(chisquare(obs, [e * scale for e in exp]).pvalue)
 
 
-@pytest.mark.parametrize("method,setting", [("dspark", "t1"), ("dspark", "t07_p09"), ("dflash", "t1"),
-                                            ("eagle3", "t07_p09")])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("method", ["dspark", "dflash", "eagle3"])
 def test_first_three_tokens_follow_target(world, method, setting):
     from sparkserve.spec.init_drafter import init_drafter
 
