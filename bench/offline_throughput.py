@@ -20,11 +20,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from bench.common import make_random_qwen3, num_params, print_table  # noqa: E402
 
 
-def run_engine(model: str, prompts: list[list[int]], output_len: int, concurrency: int) -> dict:
+def run_engine(model: str, prompts: list[list[int]], output_len: int, concurrency: int, threads: int) -> dict:
     from sparkserve import LLM, SamplingParams
 
     llm = LLM(model, max_num_seqs=concurrency, max_num_batched_tokens=2048, max_model_len=512,
-              enable_prefix_caching=False)
+              enable_prefix_caching=False, num_threads=threads)
     params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
     llm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(temperature=0.0, max_tokens=4))  # warm-up
     eng = llm.engine
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--prompt-len", type=int, default=32)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for both systems")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = args.model or make_random_qwen3("/tmp/sparkserve-bench-qwen3-29m")
@@ -71,7 +71,7 @@ def main(argv=None) -> None:
     hf8 = run_hf(model, prompts, args.output_len, 8)
     rows = [["transformers generate", 1, hf1, 1.0, "-"], ["transformers generate (static)", 8, hf8, hf8 / hf1, "-"]]
     for c in args.concurrency:
-        r = run_engine(model, prompts, args.output_len, c)
+        r = run_engine(model, prompts, args.output_len, c, args.threads)
         base = hf1 if c == 1 else hf8
         rows.append([f"sparkserve (vs hf b={1 if c == 1 else 8})", c, r["tok_s"], r["tok_s"] / base,
                      f"{100 * r['overhead']:.1f}%"])

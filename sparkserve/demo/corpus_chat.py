@@ -134,7 +134,9 @@ def _builtin_examples(rng: random.Random, topic_names: set[str]) -> list[tuple[s
             continue
         prefix = "" if mod_name == "builtins" else mod_name + "."
         for name in sorted(vars(mod)):
-            obj = getattr(mod, name)
+            # sys keeps the originals of hooks that tools replace (sys.__excepthook__, ...): use those
+            obj = getattr(mod, f"__{name}__", None) if mod_name == "sys" else None
+            obj = obj or getattr(mod, name)
             if name.startswith("_") or not (inspect.isbuiltin(obj) or (
                     inspect.isclass(obj) and obj.__module__ == mod_name)):
                 continue

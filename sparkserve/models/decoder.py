@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sparkserve.attention.base import AttentionContext, DenseCausalContext
+from sparkserve.layers.linear import DualLayoutLinear, use_dual_layout
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.hf_config import DecoderConfig
@@ -136,10 +137,17 @@ class DecoderForCausalLM(nn.Module):
         return self.model.norm(x), feats
 
     def fuse_for_inference(self) -> "DecoderForCausalLM":
-        """Fuse q/k/v and gate/up projections (serving only; the fused model has no HF state dict)."""
+        """Fuse q/k/v and gate/up projections (serving only; the fused model has no HF state dict).
+        Small CPU models also keep [in, out] weight copies for fast 1-2 row decode products."""
+        dual = self.lm_head.weight.device.type == "cpu" and sum(p.numel() for p in self.parameters()) < 250e6
         for layer in self.model.layers:
             layer.self_attn.fuse()
             layer.mlp.fuse()
+            if dual:
+                use_dual_layout(layer.self_attn, ("qkv_proj", "o_proj"))
+                use_dual_layout(layer.mlp, ("gate_up_proj", "down_proj"))
+        if dual:
+            self.lm_head = DualLayoutLinear(self.lm_head)
         return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
