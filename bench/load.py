@@ -1,0 +1,64 @@
+"""A closed-loop load driver over the Engine (one process, no HTTP): keeps ``concurrency`` requests
+in flight until ``num_requests`` have finished, and measures each request's output speed."""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    wall_s: float
+    output_tokens: int
+    per_user_tok_s: list[float] = field(default_factory=list)  # each request: output tokens / its latency
+    mean_acceptance_length: float = 0.0
+    mean_verify_length: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        return self.output_tokens / self.wall_s
+
+    @property
+    def p50_user_tok_s(self) -> float:
+        return statistics.median(self.per_user_tok_s) if self.per_user_tok_s else 0.0
+
+
+def run_closed_loop(engine, prompts: list, params, concurrency: int, num_requests: int) -> LoadResult:
+    """prompts are cycled; ``params`` is one SamplingParams for every request."""
+    started: dict[str, float] = {}
+    finished = 0
+    next_i = 0
+    tokens = 0
+    per_user: list[float] = []
+    rounds = emitted = verified = 0
+    t0 = time.perf_counter()
+
+    def submit():
+        nonlocal next_i
+        rid = f"load-{next_i}"
+        engine.add_request(rid, prompts[next_i % len(prompts)], params)
+        started[rid] = time.perf_counter()
+        next_i += 1
+
+    for _ in range(min(concurrency, num_requests)):
+        submit()
+    while finished < num_requests:
+        for out in engine.step():
+            if not out.finished:
+                continue
+            now = time.perf_counter()
+            n = len(out.outputs[0].token_ids)
+            tokens += n
+            per_user.append(n / max(now - started.pop(out.request_id), 1e-9))
+            s = out.spec_decode
+            rounds += s.num_rounds
+            emitted += s.num_emitted_tokens
+            verified += s.num_verified_draft_tokens
+            finished += 1
+            if next_i < num_requests:
+                submit()
+    wall = time.perf_counter() - t0
+    return LoadResult(concurrency, wall, tokens, per_user, emitted / rounds if rounds else 1.0,
+                      verified / rounds if rounds else 0.0)
