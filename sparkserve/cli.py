@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("sparkserve.server.launch", "serve a model over an OpenAI-compatible HTTP API"),
     # "demo": ("sparkserve.demo.cli", "..."),
     "drafter": ("sparkserve.spec.cli", "write drafter checkpoints (random init for tests and training)"),
-    # "train": ("sparkserve.train.cli", "..."),
+    "train": ("sparkserve.train.cli", "drafter toolchain: regenerate data, fit, calibrate (STS), evaluate"),
     # "profile": ("sparkserve.bench.cli", "..."),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -40,4 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # On a shared CPU, spinning OpenMP workers burn the time slices their peers are waiting for.
+    # Set before torch is imported (a caller of main() that already imported torch keeps its policy).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.exit(main())

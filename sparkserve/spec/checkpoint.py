@@ -40,6 +40,26 @@ def read_draft_config(path: str, state_keys: set[str] | None = None, method: str
     return DraftConfig.from_dict(raw, state_keys, method, source=file)
 
 
+# -- STS calibration (written by `sparkserve train calibrate`, DSPARK.md §1.8) ----------------------
+CALIBRATION_FILE = "calibration.json"
+
+
+def read_calibration(path: str) -> list[float] | None:
+    """Per-position confidence temperatures T_k from ``path/calibration.json`` (None if absent)."""
+    file = os.path.join(path, CALIBRATION_FILE)
+    if not os.path.exists(file):
+        return None
+    try:
+        with open(file) as f:
+            temps = [float(t) for t in json.load(f)["temperatures"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{file} is not a valid calibration file: {e}") from None
+    if not temps or any(not t > 0 for t in temps):
+        raise ValueError(f"{file}: temperatures must be positive numbers, got {temps}")
+    return temps
+# ---------------------------------------------------------------------------------------------------
+
+
 def check_against_target(dcfg: DraftConfig, target: DecoderConfig, path: str = "drafter") -> None:
     """Refuse a drafter trained for another target (ValueError naming both values)."""
     m = dcfg.model
@@ -137,7 +157,8 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
         proposer = DSparkProposer(model, num_blocks, block_size, embed_tokens=target_model.model.embed_tokens,
                                   lm_head=target_model.lm_head)
     else:
-        proposer = DSparkProposer(model, num_blocks, block_size)
+        temps = read_calibration(path) if model.confidence_head is not None else None  # STS, if calibrated
+        proposer = DSparkProposer(model, num_blocks, block_size, confidence_temperatures=temps)
     if num_speculative_tokens is not None:
         if not 1 <= num_speculative_tokens <= proposer.num_speculative_tokens:
             raise ValueError(f"num_speculative_tokens {num_speculative_tokens} must be within "

@@ -11,8 +11,16 @@ from sparkserve.demo.__main__ import main
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo-quick")
-    assert main(["build", "--quick", "--out", str(out), "--no-export", "--threads", "1"]) == 0
+    assets = out / "assets"
+    assert main(["build", "--quick", "--out", str(out), "--export", str(assets), "--threads", "1"]) == 0
     return out
+
+
+def test_quick_build_copies_the_export(built):
+    from sparkserve.demo.export import EXPORT_FILES
+
+    for name in EXPORT_FILES:
+        assert (built / "assets" / name).read_bytes() == (built / "model" / name).read_bytes(), name
 
 
 def test_quick_build_exports_a_transformers_model(built):

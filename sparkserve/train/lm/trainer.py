@@ -47,7 +47,7 @@ class ThreadTuner:
     every barrier). Every `period` steps, time `probe` steps with each candidate and keep the fastest.
     Thread counts change float summation order, so an auto-threaded run is not bitwise repeatable."""
 
-    def __init__(self, candidates: tuple[int, ...] = (1, 2), period: int = 200, probe: int = 3):
+    def __init__(self, candidates: tuple[int, ...] = (1, 2), period: int = 50, probe: int = 3):
         self.candidates, self.period, self.probe = candidates, period, probe
         self.current = candidates[-1]
         self.timings: dict[int, list[float]] = {}

@@ -1,0 +1,207 @@
+"""``sparkserve train eval``: drafters through the engine, as the paper reports them.
+
+For every drafter, temperature and prompt file, the engine generates with a fixed verify length
+(every draft up to gamma is verified) and ``rollouts.RoundRecorder`` records each round. The report
+(``OUT/report.md``, ``OUT/report.json``, PNGs) holds:
+- tau per dataset and drafter (Table 1 of the paper), and the mean over datasets;
+- position-wise conditional acceptance cond@k (Figure 2), pooled over datasets;
+- for drafters with a confidence head: per-position ECE / AUROC of the cumulative confidence before
+  STS (T_k = 1) and after (the drafter's ``calibration.json``, if any), with reliability diagrams
+  (Figure 6).
+Prompts: the first user turn through the chat template (DeepSpec's protocol), seeded per prompt.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from sparkserve.spec.checkpoint import read_calibration
+from sparkserve.train.drafter import metrics
+
+
+def parse_drafter(spec: str) -> tuple[str, str]:
+    """``METHOD=DIR`` -> (method, dir)."""
+    method, sep, path = spec.partition("=")
+    if not sep or method not in ("dspark", "dflash", "eagle3") or not path:
+        raise ValueError(f"--drafter expects METHOD=DIR with METHOD one of dspark, dflash, eagle3; got {spec!r}")
+    return method, path
+
+
+def evaluate(target: str, drafters: list[tuple[str, str]], prompt_files: list[str], out_dir: str, *,
+             temperatures=(1.0, 0.0), max_prompts: int | None = None, max_tokens: int = 256, seed: int = 0,
+             log=print, **engine_kwargs) -> dict:
+    from sparkserve import LLM
+    from sparkserve.train.drafter.data import read_prompt_file
+    from sparkserve.train.drafter.rollouts import RoundRecorder, chat_prompt_ids, round_tensors, run_prompts
+
+    os.makedirs(out_dir, exist_ok=True)
+    datasets = {os.path.splitext(os.path.basename(p))[0]: read_prompt_file(p)[:max_prompts] for p in prompt_files}
+    labels = _labels(drafters)
+    report = {"target": target, "temperatures": list(temperatures), "datasets": list(datasets), "drafters": {}}
+    for label, (method, path) in zip(labels, drafters):
+        llm = LLM(target, seed=seed, speculative_config={"method": method, "model": path}, **engine_kwargs)
+        recorder = RoundRecorder(llm)
+        gamma = llm.engine.num_speculative_tokens
+        temps = read_calibration(path)
+        entry = {"method": method, "path": path, "gamma": gamma, "calibration_temperatures": temps, "runs": {}}
+        for t in temperatures:
+            pooled, run = [], {"tau": {}, "rounds": {}}
+            for name, prompts in datasets.items():
+                ids = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in prompts]
+                rounds, _ = run_prompts(llm, recorder, ids, t, max_tokens, seed)
+                v, a, _ = round_tensors(rounds, gamma)
+                run["tau"][name] = metrics.tau(v, a) if rounds else None
+                run["rounds"][name] = len(rounds)
+                pooled += rounds
+            v, a, z = round_tensors(pooled, gamma)
+            run["tau_mean"] = _mean(run["tau"].values())
+            run["cond_accept"], run["cond_accept_n"] = metrics.cond_accept(v, a, gamma)
+            if z is not None and pooled:
+                run["calibration"] = {"before": metrics.calibration_summary(z, v, a),
+                                      "after": metrics.calibration_summary(z, v, a, temps) if temps else None}
+                run["reliability"] = _reliability(z, v, a, temps)
+            entry["runs"][_tkey(t)] = run
+            log(f"eval {label} T={t}: tau {_fmt_map(run['tau'])}, cond@k {_fmt_list(run['cond_accept'])}")
+        report["drafters"][label] = entry
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    report["plots"] = _plots(report, out_dir, log)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(render_markdown(report))
+    log(f"wrote {out_dir}/report.md")
+    return report
+
+
+def _labels(drafters) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for method, path in drafters:
+        seen[method] = seen.get(method, 0) + 1
+        out.append(method if seen[method] == 1 else f"{method}-{os.path.basename(os.path.normpath(path))}")
+    return out
+
+
+def _tkey(t: float) -> str:
+    return f"T={float(t):g}"
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def _reliability(z, v, a, temps) -> dict:
+    gamma = z.shape[1]
+    y, lab = metrics.prefix_labels(v, a, gamma)
+    out = {}
+    for tag, t in (("before", None), ("after", temps)):
+        if tag == "after" and not t:
+            continue
+        p = metrics.cumulative_confidence(z, t)
+        out[tag] = [metrics.reliability(p[:, k][lab[:, k]], y[:, k][lab[:, k]]) for k in range(gamma)]
+    return out
+
+
+def _fmt_map(d: dict) -> str:
+    return ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in d.items())
+
+
+def _fmt_list(xs) -> str:
+    return "[" + ", ".join("-" if x is None else f"{x:.3f}" for x in xs) + "]"
+
+
+def _cell(x, digits: int = 3) -> str:
+    return "-" if x is None or x != x else f"{x:.{digits}f}"
+
+
+def render_markdown(report: dict) -> str:
+    lines = [f"# Drafter evaluation\n", f"Target `{report['target']}`; fixed verify length (gamma drafts per round); "
+             "tau counts the bonus/residual token.\n"]
+    for tk in (_tkey(t) for t in report["temperatures"]):
+        lines += [f"## {tk}\n", "### Mean acceptance length tau\n",
+                  "| drafter | " + " | ".join(report["datasets"]) + " | mean |",
+                  "|---" * (len(report["datasets"]) + 2) + "|"]
+        for label, e in report["drafters"].items():
+            run = e["runs"][tk]
+            lines.append(f"| {label} | " + " | ".join(_cell(run["tau"][d], 2) for d in report["datasets"])
+                         + f" | {_cell(run['tau_mean'], 2)} |")
+        gamma = max(e["gamma"] for e in report["drafters"].values())
+        lines += ["\n### Position-wise conditional acceptance cond@k\n",
+                  "| drafter | " + " | ".join(f"k={k + 1}" for k in range(gamma)) + " |", "|---" * (gamma + 1) + "|"]
+        for label, e in report["drafters"].items():
+            ca = e["runs"][tk]["cond_accept"]
+            lines.append(f"| {label} | " + " | ".join(_cell(ca[k] if k < len(ca) else None) for k in range(gamma)) + " |")
+        for label, e in report["drafters"].items():
+            cal = e["runs"][tk].get("calibration")
+            if not cal:
+                continue
+            lines += [f"\n### Confidence calibration: {label}\n",
+                      "| k | rows | ECE before | ECE after STS | AUROC before | AUROC after |", "|---|---|---|---|---|---|"]
+            after = cal["after"]["per_position"] if cal["after"] else [None] * len(cal["before"]["per_position"])
+            for k, (b, af) in enumerate(zip(cal["before"]["per_position"], after)):
+                lines.append(f"| {k + 1} | {b['count']} | {_cell(b['ece'], 4)} | {_cell(af and af['ece'], 4)} | "
+                             f"{_cell(b['auroc'])} | {_cell(af and af['auroc'])} |")
+            w_after = cal["after"]["weighted"] if cal["after"] else {}
+            lines.append(f"| all (weighted) | {cal['before']['count']} | {_cell(cal['before']['weighted']['ece'], 4)} | "
+                         f"{_cell(w_after.get('ece'), 4)} | {_cell(cal['before']['weighted']['auroc'])} | "
+                         f"{_cell(w_after.get('auroc'))} |")
+    if report.get("plots"):
+        lines.append("\n## Plots\n")
+        lines += [f"![{os.path.splitext(p)[0]}]({p})" for p in report["plots"]]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(report: dict, out_dir: str, log) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no PNG plots (pip install 'sparkserve[plots]')")
+        return []
+    files = []
+    for t in report["temperatures"]:
+        tk = _tkey(t)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for label, e in report["drafters"].items():
+            ca = e["runs"][tk]["cond_accept"]
+            ax.plot([k + 1 for k, c in enumerate(ca) if c is not None], [c for c in ca if c is not None], "o-", label=label)
+        ax.set(xlabel="draft position k", ylabel="cond. acceptance", title=f"cond@k, {tk}", ylim=(0, 1.02))
+        ax.legend()
+        name = f"cond_accept_T{float(t):g}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=100)
+        plt.close(fig)
+        files.append(name)
+        for label, e in report["drafters"].items():
+            rel = e["runs"][tk].get("reliability")
+            if rel:
+                files.append(_reliability_plot(plt, rel, e["runs"][tk]["calibration"], label, t, out_dir))
+    return files
+
+
+def _reliability_plot(plt, rel: dict, cal: dict, label: str, t: float, out_dir: str) -> str:
+    gamma = len(rel["before"])
+    cols = min(gamma, 4)
+    rows = -(-gamma // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+    for k in range(rows * cols):
+        ax = axes[k // cols][k % cols]
+        if k >= gamma:
+            ax.axis("off")
+            continue
+        ax.plot([0, 1], [0, 1], ":", color="gray")
+        for tag, color in (("before", "tab:red"), ("after", "tab:blue")):
+            if tag in rel and cal.get(tag):
+                r, s = rel[tag][k], cal[tag]["per_position"][k]
+                ax.plot(r["mean_pred"], r["mean_label"], "o-", color=color, ms=3,
+                        label=f"{tag}: ECE {_cell(s['ece'], 3)}, AUROC {_cell(s['auroc'], 2)}")
+        ax.set(title=f"k={k + 1}", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"{label} reliability (cumulative confidence), T={float(t):g}")
+    fig.tight_layout()
+    name = f"reliability_{label}_T{float(t):g}.png"
+    fig.savefig(os.path.join(out_dir, name), dpi=100)
+    plt.close(fig)
+    return name
