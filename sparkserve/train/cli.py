@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT")
     f.add_argument("--feature-cache", default=None, help="cache target features here (safetensors shards)")
+    f.add_argument("--feature-cache-dtype", default="bfloat16", choices=["bfloat16", "float32"])
     f.add_argument("--ckpt-every-steps", type=int, default=0, help="0: every --ckpt-every-s and at the end")
     f.add_argument("--ckpt-every-s", type=float, default=600.0)
     f.add_argument("--log-every", type=int, default=10)
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
                         markov_head_type=args.markov_head_type, markov_rank=args.markov_rank,
                         num_layers=args.num_layers, mask_token_id=args.mask_token_id)
         fit(cfg, args.target, args.data, args.out, init=args.init, resume=args.resume, device=args.device,
-            target_dtype=args.target_dtype, feature_cache=args.feature_cache, ckpt_every_steps=args.ckpt_every_steps,
+            target_dtype=args.target_dtype, feature_cache=args.feature_cache,
+            feature_cache_dtype=getattr(torch, args.feature_cache_dtype), ckpt_every_steps=args.ckpt_every_steps,
             ckpt_every_s=args.ckpt_every_s, log_every=args.log_every, save_dtype=getattr(torch, args.save_dtype),
             stop_after_steps=args.stop_after_steps, log=lambda s: print(s, flush=True))
     elif cmd == "calibrate":

@@ -78,7 +78,7 @@ def anchor_seed(seed: int, step: int, position: int) -> int:
 
 def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: str | None = None,
         resume: bool = False, device: str = "auto", target_dtype: str = "auto", feature_cache: str | None = None,
-        ckpt_every_steps: int = 0, ckpt_every_s: float = 600.0, log_every: int = 10, save_dtype=torch.bfloat16,
+        feature_cache_dtype=torch.bfloat16, ckpt_every_steps: int = 0, ckpt_every_s: float = 600.0, log_every: int = 10, save_dtype=torch.bfloat16,
         stop_after_steps: int | None = None, log=print) -> dict:
     par = Parallel(device)
     if cfg.batch_size % par.world:
@@ -125,7 +125,7 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
     if feature_cache:
         cache = FeatureCache(feature_cache, {"target": os.path.abspath(target_dir), "data": os.path.abspath(data_dir),
                                              "layer_ids": list(dcfg.target_layer_ids), "max_length": cfg.max_length,
-                                             "num_samples": len(dataset)})
+                                             "num_samples": len(dataset)}, feature_cache_dtype)
         size = FeatureCache.estimate_bytes(dataset.num_tokens, len(dcfg.target_layer_ids), cm.hidden_size, cache.dtype)
         say(f"feature cache {feature_cache}: {len(dataset)} samples, {dataset.num_tokens} tokens, "
             f"about {size / 2**20:.1f} MiB")
