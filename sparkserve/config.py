@@ -58,10 +58,15 @@ class SpecConfig:
     extra: dict = field(default_factory=dict)
 
     METHODS = ("none", "dspark", "dflash", "eagle3", "ngram")
+    VERIFY_MODES = ("fixed", "threshold", "causal", "lagged")
 
     def __post_init__(self) -> None:
         if self.method not in self.METHODS:
             raise ValueError(f"speculative method must be one of {self.METHODS}, got {self.method!r}")
+        if self.verify not in self.VERIFY_MODES:
+            raise ValueError(f"speculative verify must be one of {self.VERIFY_MODES}, got {self.verify!r}")
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
         if self.num_speculative_tokens < 0 or self.num_speculative_tokens > 64:
             raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
 

@@ -9,6 +9,7 @@ import torch
 from sparkserve.config import EngineConfig
 from sparkserve.errors import ContextLengthError, QueueFullError
 from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
+from sparkserve.engine.spec_control import SpecControl
 from sparkserve.engine.spec_stats import SpecStatsTracker
 from sparkserve.models.loader import load_model
 from sparkserve.models.tokenizer import Tokenizer
@@ -58,6 +59,11 @@ class Engine:
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
                                   proposer, gamma)
         self.num_speculative_tokens = gamma
+        self.spec_control = None
+        if proposer is not None:
+            self.spec_control = SpecControl(config.spec, self.runner, proposer, gamma, mc.model,
+                                            sched.max_num_batched_tokens, sched.max_num_seqs)
+            self.scheduler.verify_planner = self.spec_control.verify_planner
         self.spec_stats = SpecStatsTracker()
         self.outputs = OutputProcessor(self.tokenizer, self.spec_stats)
         self._ids = itertools.count()
@@ -128,7 +134,10 @@ class Engine:
     def step(self) -> list[RequestOutput]:
         plan = self.scheduler.schedule()
         result = self.runner.execute(plan)
+        verified = self.spec_control.confidences_before_update(plan, self.scheduler) if self.spec_control else ()
         updated = self.scheduler.update(plan, result)
+        if self.spec_control is not None:
+            self.spec_control.after_step(plan, result, verified)
         self.spec_stats.record(plan, result)
         self.num_steps += 1
         self.forward_time_s += result.forward_time_s
@@ -148,7 +157,8 @@ class Engine:
         if self.num_speculative_tokens:
             t = self.spec_stats.total
             out["spec_decode"] = {**t.as_dict(), "accepted_per_pos": list(t.accepted_per_pos),
-                                  "verify_length_counts": dict(self.spec_stats.verify_length_counts)}
+                                  "verify_length_counts": dict(self.spec_stats.verify_length_counts),
+                                  **self.spec_control.stats()}
         return out
 
 

@@ -14,7 +14,7 @@ from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
 from sparkserve.sample import RequestGenerators, Sampler
 from sparkserve.spec.types import DraftBlock
-from sparkserve.step import SeqResult, StepPlan, StepResult
+from sparkserve.step import SamplingMeta, ScheduledSeq, SeqResult, StepPlan, StepResult
 
 
 class ModelRunner:
@@ -63,6 +63,37 @@ class ModelRunner:
             self.draft_time_s = time.perf_counter() - t_draft
             forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
+
+    def profile_step(self, num_tokens: int, max_num_seqs: int, context_len: int = 64) -> float:
+        """Seconds for one synthetic step of ``num_tokens`` tokens: decoding sequences verifying gamma
+        drafts each (context ``context_len``) plus one prefill chunk for the rest, drafter included.
+        Only call while no request is live: it writes into arbitrary KV blocks (never read later:
+        nothing registers them in the prefix cache) and drops its fake request ids afterwards."""
+        bs, vocab = self.block_size, self.model.config.vocab_size
+        max_len = self.model.config.max_position_embeddings - self.gamma - 2
+        num_blocks = self.kv_caches[0][0].shape[0]
+        per_seq = 1 + self.gamma
+        num_dec = min(num_tokens // per_seq, max_num_seqs)
+        prefill = num_tokens - num_dec * per_seq
+        work = [(context_len, per_seq, self.gamma)] * num_dec  # (start, tokens, drafts)
+        while prefill > 0:
+            work.append((0, min(prefill, max_len), 0))
+            prefill -= work[-1][1]
+        seqs, next_block, ids = [], 1, []
+        g = torch.Generator().manual_seed(num_tokens)
+        for i, (start, n, drafts) in enumerate(work):
+            need = -(-(start + n + self.gamma + 1) // bs)
+            if next_block + need > num_blocks:
+                break
+            blocks = list(range(next_block, next_block + need))
+            next_block += need
+            rid = f"__profile_{i}"
+            ids.append(rid)
+            seqs.append(ScheduledSeq(rid, torch.randint(0, vocab, (n,), generator=g).tolist(), start, blocks,
+                                     SamplingMeta(temperature=0.0), num_draft_tokens=drafts))
+        result = self.execute(StepPlan(seqs))
+        self.execute(StepPlan([], finished_request_ids=ids))
+        return result.step_time_s
 
     def _sample(self, plan: StepPlan, sampled: list[int], logits: torch.Tensor, results: list[SeqResult]) -> None:
         metas = [plan.seqs[i].sampling for i in sampled]

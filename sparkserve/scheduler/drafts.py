@@ -15,13 +15,19 @@ def is_decoding(request: Request) -> bool:
     return request.num_tokens - request.num_computed_tokens == 1
 
 
-def plan_verify_lengths(planner: VerifyPlanner | None, running: Sequence[Request]) -> dict[str, int]:
-    """request id -> planned verify length, for the decoding requests with drafts (empty: no planner)."""
+def plan_verify_lengths(planner: VerifyPlanner | None, running: Sequence[Request],
+                        num_known_tokens: int = 0) -> dict[str, int]:
+    """request id -> planned verify length, for the decoding requests with drafts (empty: no planner).
+    ``num_known_tokens``: the step's non-draft tokens so far; a planner with ``begin_step`` is told
+    how many of them are not these requests' anchors (prefill chunks, drafts-less decodes)."""
     if planner is None:
         return {}
     decoding = [r for r in running if r.draft_token_ids and is_decoding(r)]
     if not decoding:
         return {}
+    begin_step = getattr(planner, "begin_step", None)
+    if begin_step is not None:
+        begin_step(max(num_known_tokens - len(decoding), 0))
     return {r.request_id: int(n) for r, n in zip(decoding, planner(decoding))}
 
 

@@ -150,7 +150,8 @@ class Scheduler:
             budget -= num_known
             index += 1
 
-        draft_caps = plan_verify_lengths(self.verify_planner, [r for r, _ in scheduled])
+        draft_caps = plan_verify_lengths(self.verify_planner, [r for r, _ in scheduled],
+                                         sum(n for _, n in scheduled))
         for request, num_known in scheduled:
             drafts = drafts_to_verify(request, budget, draft_caps.get(request.request_id))
             if drafts:

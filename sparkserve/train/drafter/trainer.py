@@ -168,7 +168,7 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
                 numer, st = dspark_loss(model, hidden, c["blocks"], logits, c["weights"], lw)
                 loss = numer / norm.clamp_min(1e-12)
             loss.backward()
-            stats.add(float(loss), st, c["tokens"])
+            stats.add(float(loss.detach()), st, c["tokens"])
         par.sum_grads(params)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
