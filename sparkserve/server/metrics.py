@@ -68,6 +68,13 @@ class Metrics:
                                    "Decode rounds by verify length (drafts sent to the target)",
                                    ["model_name", "length"], registry=r)
         self._last_spec: dict = {}
+        self.cost_table_age = gauge("spec_decode_cost_table_age_seconds", "Age of the SPS(B) cost table")
+        self.cost_table_error = gauge("spec_decode_cost_table_prediction_error",
+                                      "Recent mean relative error of predicted step time")
+        self.calibration_ece = gauge("spec_decode_calibration_ece", "Confidence calibration error (ECE, window)")
+        self.calibration_refits = counter("spec_decode_calibration_refits", "Online STS temperature refits")
+        self._fallback = Counter(PREFIX + "spec_decode_scheduler_fallback", "Verify planner fallbacks by reason",
+                                 ["model_name", "reason"], registry=r)
 
     def record_stats(self, stats: EngineStats) -> None:
         self.num_requests_running.set(stats.num_running)
@@ -95,8 +102,26 @@ class Metrics:
             for k, v in items:
                 if v > old_get(k):
                     metric.labels(self.model_name, str(k)).inc(v - old_get(k))
+        self._record_control(counters, last)
         self._last_spec = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
                            for k, v in counters.items()}
+
+    def _record_control(self, counters: dict, last: dict) -> None:
+        cost = counters.get("cost_table") or {}
+        if cost:
+            self.cost_table_age.set(cost.get("age_s", 0.0))
+            self.cost_table_error.set(cost.get("prediction_error", 0.0))
+        cal = counters.get("calibration") or {}
+        if cal:
+            self.calibration_ece.set(cal.get("ece", 0.0))
+            old = (last.get("calibration") or {}).get("num_refits", 0)
+            if cal.get("num_refits", 0) > old:
+                self.calibration_refits.inc(cal["num_refits"] - old)
+        reasons = (counters.get("planner") or {}).get("fallback_reason") or {}
+        old_reasons = ((last.get("planner") or {}).get("fallback_reason")) or {}
+        for reason, n in reasons.items():
+            if n > old_reasons.get(reason, 0):
+                self._fallback.labels(self.model_name, reason).inc(n - old_reasons.get(reason, 0))
 
     def record_finished(self, finished_reason: str) -> None:
         self._request_success.labels(self.model_name, finished_reason).inc()

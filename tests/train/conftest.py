@@ -50,3 +50,20 @@ def state_of(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(os.path.join(path, "model.safetensors"))
+
+
+@pytest.fixture(scope="session")
+def random_drafter(root, target):
+    """A random-init drafter per method (gamma 4, larger weights so drafts vary), written once."""
+    from sparkserve.spec.init_drafter import init_drafter
+
+    made: dict[str, str] = {}
+
+    def get(method: str) -> str:
+        if method not in made:
+            made[method] = init_drafter(method, target, os.path.join(root, f"random-{method}"),
+                                        num_speculative_tokens=4, num_layers=1 if method != "eagle3" else None,
+                                        seed=7, init_std=0.3)
+        return made[method]
+
+    return get
