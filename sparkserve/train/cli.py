@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--prompts", required=True, nargs="+", help='prompt files, one {"turns": [...]} per line')
     d.add_argument("--out", required=True, help="data directory (resumable: finished prompts are skipped)")
     d.add_argument("--max-prompts", type=int, default=None, help="at most this many conversations per file")
+    d.add_argument("--subsample", type=int, default=None, help="N conversations drawn at random from all files")
     d.add_argument("--max-tokens", type=int, default=512, help="response length cap per turn")
     d.add_argument("--temperature", type=float, default=None, help="default: the target's generation_config")
     d.add_argument("--top-p", type=float, default=None)
@@ -67,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--target", required=True)
     c.add_argument("--prompts", required=True, nargs="+", help="held-out prompt files")
     c.add_argument("--temperature", type=float, required=True, help="the serving temperature")
-    c.add_argument("--max-prompts", type=int, default=None)
+    c.add_argument("--max-prompts", type=int, default=None, help="at most this many conversations per file")
+    c.add_argument("--subsample", type=int, default=None, help="N conversations drawn at random from all files")
     c.add_argument("--max-tokens", type=int, default=256)
     c.add_argument("--seed", type=int, default=0)
     _runtime(c)
@@ -100,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
         regenerate(args.target, args.prompts, args.out, max_tokens=args.max_tokens, batch_size=args.batch_size,
                    seed=args.seed, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                   max_prompts=args.max_prompts, max_model_len=args.max_model_len, device=args.device,
+                   max_prompts=args.max_prompts, subsample=args.subsample, max_model_len=args.max_model_len,
+                   device=args.device,
                    num_threads=args.threads)
     elif cmd == "fit":
         from sparkserve.train.drafter.trainer import FitConfig, fit
@@ -112,16 +115,17 @@ def run(args: argparse.Namespace) -> int:
                         max_length=args.max_length, loss_decay_gamma=args.loss_decay_gamma,
                         markov_head_type=args.markov_head_type, markov_rank=args.markov_rank,
                         num_layers=args.num_layers, mask_token_id=args.mask_token_id)
-        fit(cfg, args.target, args.data, args.out, init=args.init, resume=args.resume, device=args.device,
-            target_dtype=args.target_dtype, feature_cache=args.feature_cache,
-            feature_cache_dtype=getattr(torch, args.feature_cache_dtype), ckpt_every_steps=args.ckpt_every_steps,
-            ckpt_every_s=args.ckpt_every_s, log_every=args.log_every, save_dtype=getattr(torch, args.save_dtype),
-            stop_after_steps=args.stop_after_steps, log=lambda s: print(s, flush=True))
+        fit(cfg, args.target, args.data, args.out, init=args.init, resume=args.resume,
+            log=lambda s: print(s, flush=True), device=args.device, target_dtype=args.target_dtype,
+            feature_cache=args.feature_cache, feature_cache_dtype=getattr(torch, args.feature_cache_dtype),
+            ckpt_every_steps=args.ckpt_every_steps, ckpt_every_s=args.ckpt_every_s, log_every=args.log_every,
+            save_dtype=getattr(torch, args.save_dtype), stop_after_steps=args.stop_after_steps)
     elif cmd == "calibrate":
         from sparkserve.train.drafter.calibrate import calibrate
 
         calibrate(args.drafter, args.target, args.prompts, args.temperature, max_prompts=args.max_prompts,
-                  max_tokens=args.max_tokens, seed=args.seed, device=args.device, num_threads=args.threads)
+                  subsample=args.subsample, max_tokens=args.max_tokens, seed=args.seed, device=args.device,
+                  num_threads=args.threads)
     elif cmd == "eval":
         from sparkserve.train.drafter.evaluate import evaluate, parse_drafter
 

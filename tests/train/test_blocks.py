@@ -78,7 +78,8 @@ def test_ttt_mask():
     m = ttt_mask(4, 2)
     assert m.shape == (4, 12)
     assert torch.equal(m[:, :4], torch.ones(4, 4, dtype=torch.bool).tril())
-    assert torch.equal(m[:, 4:8], torch.eye(4, dtype=torch.bool)) and torch.equal(m[:, 8:], torch.eye(4, dtype=torch.bool))
+    eye = torch.eye(4, dtype=torch.bool)
+    assert torch.equal(m[:, 4:8], eye) and torch.equal(m[:, 8:], eye)
 
 
 @pytest.fixture(scope="module")

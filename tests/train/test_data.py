@@ -27,8 +27,9 @@ def test_regenerated_ids_and_masks(data_dir, target):
         n = int(mask.sum())
         assert n == 40 or int(ids[-1]) in eos  # a response ends with its end token or at the cap
         if key.endswith("#t0"):
-            turns = {k: t for k, t in load_prompts([os.path.join(os.path.dirname(data_dir), f"{key.split(':')[0]}.jsonl")])}
-            text = tok.apply_chat_template([{"role": "user", "content": turns[key.split("#")[0]][0]}])
+            file = os.path.join(os.path.dirname(data_dir), key.split(":")[0] + ".jsonl")
+            turns = dict(load_prompts([file]))[key.split("#")[0]]
+            text = tok.apply_chat_template([{"role": "user", "content": turns[0]}])
             assert ids[:first].tolist() == tok.encode(text, add_special_tokens=True)
     two = ds.samples[ds.keys.index("demo-a:1#t1")]
     one = ds.samples[ds.keys.index("demo-a:1#t0")]
@@ -61,10 +62,13 @@ def test_target_sampling_and_prompt_formats(tmp_path):
     assert target_sampling(str(tmp_path), temperature=0.0)["temperature"] == 0.0
     path = tmp_path / "p.jsonl"
     with open(path, "w") as f:
-        f.write(json.dumps({"prompt": "a"}) + "\n\n" + json.dumps({"messages": [{"role": "user", "content": "b"}]}) + "\n")
+        f.write(json.dumps({"prompt": "a"}) + "\n\n")
+        f.write(json.dumps({"messages": [{"role": "user", "content": "b"}]}) + "\n")
     assert load_prompts([str(path)]) == [("p:0", ["a"]), ("p:2", ["b"])]
     write_prompts(str(tmp_path / "q.jsonl"), [["x"], ["y"], ["z"]])
     assert len(load_prompts([str(tmp_path / "q.jsonl")], max_prompts=2)) == 2
+    picked = load_prompts([str(path), str(tmp_path / "q.jsonl")], subsample=3, seed=1)
+    assert len(picked) == 3 and picked == load_prompts([str(path), str(tmp_path / "q.jsonl")], subsample=3, seed=1)
 
 
 def test_epoch_sampler_resumes_exactly():

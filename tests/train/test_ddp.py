@@ -18,7 +18,8 @@ def test_two_process_torchrun_equals_one_process(root, target, data_dir):
     common = dict(method="dspark", steps=3, batch_size=6, lr=5e-3, warmup_ratio=0.0, block_size=3, num_layers=1,
                   markov_head_type="gated", seed=2)
     single = os.path.join(root, "ddp-single")
-    fit(FitConfig(**common, micro_batch_size=3), target, data_dir, single, save_dtype=torch.float32, log=lambda *_: None)
+    fit(FitConfig(**common, micro_batch_size=3), target, data_dir, single, save_dtype=torch.float32,
+        log=lambda *_: None)
     multi = os.path.join(root, "ddp-two")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "sparkserve", "train", "fit", "--method", "dspark", "--target", target, "--data", data_dir,

@@ -66,22 +66,24 @@ def write_calibration(drafter_dir: str, result: dict, **extra) -> str:
 
 
 def calibrate(drafter: str, target: str, prompt_files: list[str], temperature: float, *, max_prompts: int | None = None,
-              max_tokens: int = 256, seed: int = 0, log=print, **engine_kwargs) -> dict:
+              subsample: int | None = None, max_tokens: int = 256, seed: int = 0, log=print, **engine_kwargs) -> dict:
     """Collect held-out rounds with the engine, fit STS, write ``calibration.json``; returns it."""
     from sparkserve import LLM
     from sparkserve.train.drafter.data import load_prompts
-    from sparkserve.train.drafter.rollouts import RoundRecorder, chat_prompt_ids, round_tensors, run_prompts
+    from sparkserve.train.drafter.rollouts import RoundRecorder, chat_prompt_ids, confidence_tensors, run_prompts
 
     llm = LLM(target, seed=seed, speculative_config={"method": "dspark", "model": drafter}, **engine_kwargs)
     if getattr(llm.engine.runner.proposer.model, "confidence_head", None) is None:
         raise ValueError(f"{drafter} has no confidence head: only DSpark drafters are calibrated")
     recorder = RoundRecorder(llm)
-    prompts = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in load_prompts(prompt_files, max_prompts)]
+    convs = load_prompts(prompt_files, max_prompts, subsample, seed)
+    prompts = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in convs]
     rounds, _ = run_prompts(llm, recorder, prompts, temperature, max_tokens, seed)
     gamma = llm.engine.num_speculative_tokens
-    verified, accepted, logits = round_tensors(rounds, gamma)
-    if logits is None or not rounds:
+    found = confidence_tensors(rounds, gamma)
+    if found is None:
         raise ValueError("no verify rounds were recorded: use more or longer prompts")
+    verified, accepted, logits = found
     result = fit_sts(logits, verified, accepted)
     path = write_calibration(drafter, result, serving_temperature=temperature, num_rounds=len(rounds),
                              num_prompts=len(prompts), prompts=[os.path.basename(p) for p in prompt_files])

@@ -9,6 +9,9 @@ target's own earlier answers; each (conversation, turn) becomes one sample
 end-of-turn token), exactly the ids serving sees: the engine encodes the rendered prompt and the
 response is what it generated.
 
+``subsample`` N draws N conversations uniformly from all files (seeded): a proportional share of
+every domain of a corpus that lists its domains one after another.
+
 Sampling: the target's recommended settings from ``generation_config.json`` (temperature, top_p,
 top_k) unless given; one seed per (conversation, turn), so the data do not depend on batching.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 import zlib
 
@@ -56,11 +60,16 @@ def read_prompt_file(path: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def load_prompts(paths: list[str], max_prompts: int | None = None) -> list[tuple[str, list[str]]]:
-    """All prompt files, at most ``max_prompts`` conversations from each."""
+def load_prompts(paths: list[str], max_prompts: int | None = None, subsample: int | None = None,
+                 seed: int = 0) -> list[tuple[str, list[str]]]:
+    """All prompt files, at most ``max_prompts`` conversations from each (the first ones); then, with
+    ``subsample``, that many drawn uniformly from all of them (seeded, kept in file order)."""
     out = []
     for p in paths:
         out += read_prompt_file(p)[:max_prompts]
+    if subsample is not None and subsample < len(out):
+        keep = sorted(random.Random(f"subsample-{seed}").sample(range(len(out)), subsample))
+        out = [out[i] for i in keep]
     return out
 
 
@@ -112,18 +121,20 @@ def write_shard(path: str, samples: list[tuple[str, list[int], list[int]]]) -> i
 
 def regenerate(target: str, prompt_files: list[str], out_dir: str, *, max_tokens: int = 512, batch_size: int = 64,
                seed: int = 0, temperature: float | None = None, top_p: float | None = None, top_k: int | None = None,
-               max_prompts: int | None = None, max_model_len: int | None = None, log=print, **engine_kwargs) -> dict:
+               max_prompts: int | None = None, subsample: int | None = None, max_model_len: int | None = None,
+               log=print, **engine_kwargs) -> dict:
     """Generate the missing samples into ``out_dir``; returns the index (module docstring)."""
     from sparkserve import LLM
 
     os.makedirs(out_dir, exist_ok=True)
     sampling = target_sampling(target, temperature, top_p, top_k)
-    settings = {"target": os.path.abspath(target), "sampling": sampling, "max_tokens": max_tokens, "seed": seed}
+    settings = {"target": os.path.abspath(target), "sampling": sampling, "max_tokens": max_tokens, "seed": seed,
+                "subsample": subsample}
     index = _read_index(out_dir) or {"version": 1, "settings": settings, "shards": [], "done": []}
     if index["settings"] != settings:
         raise ValueError(f"{out_dir} was generated with {index['settings']}, not {settings}: use a fresh --out")
     done = set(index["done"])
-    prompts = [p for p in load_prompts(prompt_files, max_prompts) if p[0] not in done]
+    prompts = [p for p in load_prompts(prompt_files, max_prompts, subsample, seed) if p[0] not in done]
     log(f"data: {len(done)} prompts done, {len(prompts)} to generate, sampling {sampling}")
     if not prompts:
         return index

@@ -32,7 +32,8 @@ def evaluate(target: str, drafters: list[tuple[str, str]], prompt_files: list[st
              log=print, **engine_kwargs) -> dict:
     from sparkserve import LLM
     from sparkserve.train.drafter.data import read_prompt_file
-    from sparkserve.train.drafter.rollouts import RoundRecorder, chat_prompt_ids, round_tensors, run_prompts
+    from sparkserve.train.drafter.rollouts import (RoundRecorder, chat_prompt_ids, confidence_tensors, round_tensors,
+                                                   run_prompts)
 
     os.makedirs(out_dir, exist_ok=True)
     datasets = {os.path.splitext(os.path.basename(p))[0]: read_prompt_file(p)[:max_prompts] for p in prompt_files}
@@ -49,14 +50,15 @@ def evaluate(target: str, drafters: list[tuple[str, str]], prompt_files: list[st
             for name, prompts in datasets.items():
                 ids = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in prompts]
                 rounds, _ = run_prompts(llm, recorder, ids, t, max_tokens, seed)
-                v, a, _ = round_tensors(rounds, gamma)
-                run["tau"][name] = metrics.tau(v, a) if rounds else None
+                run["tau"][name] = metrics.tau(round_tensors(rounds, gamma)[2]) if rounds else None
                 run["rounds"][name] = len(rounds)
                 pooled += rounds
-            v, a, z = round_tensors(pooled, gamma)
+            v, a, _ = round_tensors(pooled, gamma)
             run["tau_mean"] = _mean(run["tau"].values())
             run["cond_accept"], run["cond_accept_n"] = metrics.cond_accept(v, a, gamma)
-            if z is not None and pooled:
+            found = confidence_tensors(pooled, gamma)
+            if found is not None:
+                v, a, z = found
                 run["calibration"] = {"before": metrics.calibration_summary(z, v, a),
                                       "after": metrics.calibration_summary(z, v, a, temps) if temps else None}
                 run["reliability"] = _reliability(z, v, a, temps)
@@ -115,40 +117,55 @@ def _cell(x, digits: int = 3) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    lines = [f"# Drafter evaluation\n", f"Target `{report['target']}`; fixed verify length (gamma drafts per round); "
-             "tau counts the bonus/residual token.\n"]
+    lines = ["# Drafter evaluation\n", f"Target `{report['target']}`; fixed verify length (gamma drafts per "
+             "round); tau counts the bonus/residual token.\n"]
     for tk in (_tkey(t) for t in report["temperatures"]):
-        lines += [f"## {tk}\n", "### Mean acceptance length tau\n",
-                  "| drafter | " + " | ".join(report["datasets"]) + " | mean |",
-                  "|---" * (len(report["datasets"]) + 2) + "|"]
-        for label, e in report["drafters"].items():
-            run = e["runs"][tk]
-            lines.append(f"| {label} | " + " | ".join(_cell(run["tau"][d], 2) for d in report["datasets"])
-                         + f" | {_cell(run['tau_mean'], 2)} |")
-        gamma = max(e["gamma"] for e in report["drafters"].values())
-        lines += ["\n### Position-wise conditional acceptance cond@k\n",
-                  "| drafter | " + " | ".join(f"k={k + 1}" for k in range(gamma)) + " |", "|---" * (gamma + 1) + "|"]
-        for label, e in report["drafters"].items():
-            ca = e["runs"][tk]["cond_accept"]
-            lines.append(f"| {label} | " + " | ".join(_cell(ca[k] if k < len(ca) else None) for k in range(gamma)) + " |")
+        lines += [f"## {tk}\n"] + _tau_table(report, tk) + _cond_table(report, tk)
         for label, e in report["drafters"].items():
             cal = e["runs"][tk].get("calibration")
-            if not cal:
-                continue
-            lines += [f"\n### Confidence calibration: {label}\n",
-                      "| k | rows | ECE before | ECE after STS | AUROC before | AUROC after |", "|---|---|---|---|---|---|"]
-            after = cal["after"]["per_position"] if cal["after"] else [None] * len(cal["before"]["per_position"])
-            for k, (b, af) in enumerate(zip(cal["before"]["per_position"], after)):
-                lines.append(f"| {k + 1} | {b['count']} | {_cell(b['ece'], 4)} | {_cell(af and af['ece'], 4)} | "
-                             f"{_cell(b['auroc'])} | {_cell(af and af['auroc'])} |")
-            w_after = cal["after"]["weighted"] if cal["after"] else {}
-            lines.append(f"| all (weighted) | {cal['before']['count']} | {_cell(cal['before']['weighted']['ece'], 4)} | "
-                         f"{_cell(w_after.get('ece'), 4)} | {_cell(cal['before']['weighted']['auroc'])} | "
-                         f"{_cell(w_after.get('auroc'))} |")
+            if cal:
+                lines += _calibration_table(label, cal)
     if report.get("plots"):
         lines.append("\n## Plots\n")
         lines += [f"![{os.path.splitext(p)[0]}]({p})" for p in report["plots"]]
     return "\n".join(lines) + "\n"
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _tau_table(report: dict, tk: str) -> list[str]:
+    names = report["datasets"]
+    out = ["### Mean acceptance length tau\n", _row(["drafter", *names, "mean"]), "|---" * (len(names) + 2) + "|"]
+    for label, e in report["drafters"].items():
+        run = e["runs"][tk]
+        out.append(_row([label, *(_cell(run["tau"][d], 2) for d in names), _cell(run["tau_mean"], 2)]))
+    return out
+
+
+def _cond_table(report: dict, tk: str) -> list[str]:
+    gamma = max(e["gamma"] for e in report["drafters"].values())
+    out = ["\n### Position-wise conditional acceptance cond@k\n",
+           _row(["drafter", *(f"k={k + 1}" for k in range(gamma))]), "|---" * (gamma + 1) + "|"]
+    for label, e in report["drafters"].items():
+        ca = e["runs"][tk]["cond_accept"]
+        out.append(_row([label, *(_cell(ca[k] if k < len(ca) else None) for k in range(gamma))]))
+    return out
+
+
+def _calibration_table(label: str, cal: dict) -> list[str]:
+    before = cal["before"]
+    after = cal["after"] or {"per_position": [{}] * len(before["per_position"]), "weighted": {}}
+    out = [f"\n### Confidence calibration: {label}\n",
+           _row(["k", "rows", "ECE before", "ECE after STS", "AUROC before", "AUROC after"]), "|---" * 6 + "|"]
+    for k, (b, a) in enumerate(zip(before["per_position"], after["per_position"])):
+        out.append(_row([k + 1, b["count"], _cell(b["ece"], 4), _cell(a.get("ece"), 4), _cell(b["auroc"]),
+                         _cell(a.get("auroc"))]))
+    wb, wa = before["weighted"], after["weighted"]
+    out.append(_row(["all (weighted)", before["count"], _cell(wb["ece"], 4), _cell(wa.get("ece"), 4),
+                     _cell(wb["auroc"]), _cell(wa.get("auroc"))]))
+    return out
 
 
 def _plots(report: dict, out_dir: str, log) -> list[str]:
@@ -166,7 +183,8 @@ def _plots(report: dict, out_dir: str, log) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for label, e in report["drafters"].items():
             ca = e["runs"][tk]["cond_accept"]
-            ax.plot([k + 1 for k, c in enumerate(ca) if c is not None], [c for c in ca if c is not None], "o-", label=label)
+            ks = [k for k, c in enumerate(ca) if c is not None]
+            ax.plot([k + 1 for k in ks], [ca[k] for k in ks], "o-", label=label)
         ax.set(xlabel="draft position k", ylabel="cond. acceptance", title=f"cond@k, {tk}", ylim=(0, 1.02))
         ax.legend()
         name = f"cond_accept_T{float(t):g}.png"

@@ -26,7 +26,8 @@ from sparkserve.attention.base import DenseCausalContext
 
 
 class TargetFeatures:
-    def __init__(self, target, layer_ids: tuple[int, ...], need_logits: bool = True, cache: "FeatureCache | None" = None):
+    def __init__(self, target, layer_ids: tuple[int, ...], need_logits: bool = True,
+                 cache: "FeatureCache | None" = None):
         self.target, self.layer_ids, self.need_logits, self.cache = target, tuple(layer_ids), need_logits, cache
 
     @torch.no_grad()

@@ -6,7 +6,8 @@ confidence logits z_0..z_{g-1} of the block. Position k (0-based) of a round is 
 k < l; its label is y_k = [a > k] (drafts 0..k all accepted), and its prediction is the cumulative
 product P_k = prod_{i<=k} sigmoid(z_i / T_i) (T = 1 before calibration).
 
-- tau = sum(a + 1) / #rounds: tokens emitted per verify round (the bonus/residual token counts).
+- tau = sum(a + 1) / #rounds: tokens emitted per verify round (the bonus/residual token counts; a round
+  ended by an accepted stop token counts a, with l = a = its position + 1, as DeepSpec records it).
 - cond@k = #(a > k) / #(a >= k and l > k): the share of rounds that reached draft k and verified it
   which accepted it (the paper's position-wise conditional acceptance).
 - ECE: 20 equal-width bins, sum_b n_b |mean P_b - mean y_b| / n. AUROC: the probability that a
@@ -19,9 +20,9 @@ import torch
 NUM_BINS = 20
 
 
-def tau(verified: torch.Tensor, accepted: torch.Tensor) -> float:
-    """verified, accepted [R] long over rounds with l >= 1."""
-    return float((accepted + 1).sum()) / max(int(verified.numel()), 1)
+def tau(emitted: torch.Tensor) -> float:
+    """Mean tokens per verify round; emitted [R] = a + 1 (a when a stop token ended the round)."""
+    return float(emitted.sum()) / max(int(emitted.numel()), 1)
 
 
 def cond_accept(verified: torch.Tensor, accepted: torch.Tensor, gamma: int) -> tuple[list[float | None], list[int]]:
@@ -60,7 +61,6 @@ def ece_batched(pred: torch.Tensor, label: torch.Tensor, bins: int = NUM_BINS) -
     g, n = pred.shape
     pred, label = pred.double(), label.double()
     idx = (pred * bins).long().clamp(0, bins - 1)  # [G, N]
-    cnt = torch.zeros(g, bins, dtype=torch.float64).scatter_add_(1, idx, torch.ones_like(pred))
     psum = torch.zeros(g, bins, dtype=torch.float64).scatter_add_(1, idx, pred)
     ysum = torch.zeros(g, bins, dtype=torch.float64).scatter_add_(1, idx, label.expand(g, n))
     return (psum - ysum).abs().sum(1) / max(n, 1)  # sum_b n_b |mean_p - mean_y| / n

@@ -23,6 +23,7 @@ class Round:
     request_id: str
     verified: int  # l
     accepted: int  # a
+    emitted: int  # tokens the round added: a + 1, or a when an accepted draft was a stop token
     conf_logits: list[float] | None  # raw z_0..z_{g-1} of the verified block
 
 
@@ -55,11 +56,19 @@ class RoundRecorder:
                     self._fresh[req.request_id] = z[r].tolist()
             return blocks
 
+        eos = set(self.engine.eos_token_ids)
+
         def wrapped_execute(plan):
             result = execute(plan)
             for seq, res in zip(plan.seqs, result.seqs):
                 if seq.sample and seq.num_draft_tokens:
-                    self.rounds.append(Round(seq.request_id, seq.num_draft_tokens, res.num_accepted_drafts,
+                    verified, accepted = seq.num_draft_tokens, res.num_accepted_drafts
+                    stop = next((i for i, t in enumerate(res.new_token_ids[:accepted]) if t in eos), None)
+                    if stop is not None:  # DeepSpec: the round ends at the stop token, no +1
+                        verified = accepted = emitted = stop + 1
+                    else:
+                        emitted = accepted + 1
+                    self.rounds.append(Round(seq.request_id, verified, accepted, emitted,
                                              self._latest.get(seq.request_id)))
             self._latest.update(self._fresh)
             self._fresh = {}
@@ -74,12 +83,19 @@ class RoundRecorder:
 
 
 def round_tensors(rounds: list[Round], gamma: int):
-    """(verified [R], accepted [R], conf logits [R, gamma] or None) over rounds with l >= 1."""
-    verified = torch.tensor([r.verified for r in rounds], dtype=torch.long)
-    accepted = torch.tensor([r.accepted for r in rounds], dtype=torch.long)
-    logits = None
-    if rounds and all(r.conf_logits is not None for r in rounds):
-        logits = torch.tensor([(r.conf_logits + [0.0] * gamma)[:gamma] for r in rounds], dtype=torch.float64)
+    """(verified [R], accepted [R], emitted [R]) over rounds with l >= 1."""
+    return tuple(torch.tensor([getattr(r, f) for r in rounds], dtype=torch.long)
+                 for f in ("verified", "accepted", "emitted"))
+
+
+def confidence_tensors(rounds: list[Round], gamma: int):
+    """The rounds that carry confidence logits: (verified [R'], accepted [R'], logits [R', gamma] fp64),
+    or None when there are none (drafters without a confidence head)."""
+    rounds = [r for r in rounds if r.conf_logits is not None]
+    if not rounds:
+        return None
+    verified, accepted, _ = round_tensors(rounds, gamma)
+    logits = torch.tensor([(r.conf_logits + [0.0] * gamma)[:gamma] for r in rounds], dtype=torch.float64)
     return verified, accepted, logits
 
 

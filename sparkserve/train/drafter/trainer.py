@@ -8,8 +8,9 @@ One optimizer step:
    and ranks *before* any forward, so each micro-batch's loss is already divided by the global sum;
 4. per micro-batch: target features online (or from the cache), drafter forward, backward;
 5. gradients are summed over ranks, clipped, AdamW steps, the LR follows warmup + cosine.
-Hence N ranks with global batch G compute the same update as one process with G (up to float
-summation order). Rank 0 writes checkpoints (``train/lm/checkpoint.py``: safetensors + JSON,
+Hence N ranks with global batch G compute the same update as one process with G; with the same
+micro-batches (one process: G/N per micro-batch) even the float sums agree, so the weights are
+bit-identical (``tests/train/test_ddp.py``). Rank 0 writes checkpoints (``train/lm/checkpoint.py``: safetensors + JSON,
 atomic) to ``OUT/checkpoints`` and, at the end, the drafter to ``OUT`` (``config.json`` +
 ``model.safetensors``, DeepSpec layout). ``resume`` continues from the newest checkpoint with the
 same weights, moments, LR schedule and data position, so an interrupted run ends bit-identical to
@@ -31,7 +32,7 @@ from sparkserve.train.drafter.blocks import build_blocks, loss_weights, pad_anch
 from sparkserve.train.drafter.dataset import EpochSampler, TokenDataset, collate
 from sparkserve.train.drafter.drafter_io import Parallel, export, initial_drafter_dir, load_trainable
 from sparkserve.train.drafter.features import FeatureCache, TargetFeatures
-from sparkserve.train.drafter.losses import LossWeights, block_hidden, dspark_loss, eagle3_ttt_loss
+from sparkserve.train.drafter.losses import LossWeights, block_hidden, dspark_loss, eagle3_ttt_loss, shift_left
 from sparkserve.train.lm.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from sparkserve.train.lm.trainer import TrainConfig, lr_factor, make_optimizer
 
@@ -76,11 +77,27 @@ def anchor_seed(seed: int, step: int, position: int) -> int:
     return ((seed * 1_000_003 + step) * 65_537 + position) % (1 << 62)
 
 
+@dataclass(frozen=True)
+class FitRuntime:
+    """How a run executes; none of these change the trained weights (on a given device and dtype)."""
+
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when there is a GPU, else cpu
+    target_dtype: str = "auto"
+    feature_cache: str | None = None
+    feature_cache_dtype: torch.dtype = torch.bfloat16
+    ckpt_every_steps: int = 0  # 0: only every ckpt_every_s and at the end
+    ckpt_every_s: float = 600.0
+    log_every: int = 10
+    save_dtype: torch.dtype = torch.bfloat16  # of the exported drafter
+    stop_after_steps: int | None = None  # end this call early (checkpointing first): tests simulate a kill
+
+
 def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: str | None = None,
-        resume: bool = False, device: str = "auto", target_dtype: str = "auto", feature_cache: str | None = None,
-        feature_cache_dtype=torch.bfloat16, ckpt_every_steps: int = 0, ckpt_every_s: float = 600.0, log_every: int = 10, save_dtype=torch.bfloat16,
-        stop_after_steps: int | None = None, log=print) -> dict:
-    par = Parallel(device)
+        resume: bool = False, log=print, **runtime) -> dict:
+    """Train to ``cfg.steps`` (module docstring); ``runtime``: ``FitRuntime`` fields. Returns
+    {"step", "history" (the logged records of this call), "seconds"}."""
+    rt = FitRuntime(**runtime)
+    par = Parallel(rt.device)
     if cfg.batch_size % par.world:
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by {par.world} ranks")
     say = log if par.is_main else (lambda *_: None)
@@ -89,7 +106,69 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
     if latest is not None and not resume:
         raise ValueError(f"{out_dir} already has checkpoints ({latest}); pass --resume or use a fresh --out")
     torch.manual_seed(cfg.seed)
-    target, target_cfg = load_model(target_dir, target_dtype, par.device)
+    target, model, start_dir, cfg = _load(cfg, target_dir, out_dir, init, rt, par, say)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dataset = TokenDataset(data_dir, cfg.max_length)
+    sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed)
+    tcfg = cfg.train_config()
+    opt = make_optimizer(model, tcfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
+    step, comparable = 0, asdict(cfg)
+    if latest is not None:
+        state = load_checkpoint(latest, model, opt, sched)
+        if state["extra"].get("fit_config") != comparable:
+            raise ValueError(f"{latest} was written by a run with {state['extra'].get('fit_config')}, not {comparable}")
+        step = state["step"]
+        sampler.load_state(state["data"])
+        say(f"resumed from {latest} at step {step}")
+    features = _features(cfg, target, model.config, dataset, target_dir, data_dir, rt, par, say)
+    m = model.config.model
+    rotary = RotaryEmbedding(m.head_dim, cfg.max_length + cfg.block_size + 2, m.rope_theta,
+                             m.rope_scaling).to(par.device)
+    lw = LossWeights.for_method(cfg.method, cfg.loss_decay_gamma)
+    say(f"fit {cfg.method}: {sum(p.numel() for p in params)} trainable parameters, {len(dataset)} samples "
+        f"({dataset.num_tokens} tokens), global batch {cfg.batch_size} on {par.world} rank(s), "
+        f"steps {step}->{cfg.steps}")
+    model.train()
+    t_start = t_ckpt = time.time()
+    window, steps_this_call, history = _Window(), 0, []
+    while step < cfg.steps:
+        stats = _train_step(cfg, model, features, rotary, lw, dataset, sampler.next_batch(), step, par)
+        par.sum_grads(params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        steps_this_call += 1
+        window.add(par, stats)
+        if step % rt.log_every == 0 or step == cfg.steps:
+            rec = window.flush(step, sched.get_last_lr()[0], float(grad_norm), cfg, t_start)
+            history.append(rec)
+            say(json.dumps(rec))
+            if par.is_main:
+                with open(os.path.join(out_dir, "train_log.jsonl"), "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        stop = rt.stop_after_steps is not None and steps_this_call >= rt.stop_after_steps
+        due = (rt.ckpt_every_steps and step % rt.ckpt_every_steps == 0) or time.time() - t_ckpt >= rt.ckpt_every_s
+        if (step == cfg.steps or due or stop) and par.is_main:  # rank 0 writes; every rank can read it
+            path = save_checkpoint(ckpt_dir, step, model, opt, sched, sampler.state(), {"fit_config": comparable})
+            say(f"checkpoint {path}")
+            t_ckpt = time.time()
+        if stop:
+            break
+    if step == cfg.steps and par.is_main:
+        export(model, start_dir, out_dir, rt.save_dtype)
+        say(f"wrote the {cfg.method} drafter to {out_dir}")
+    par.barrier()
+    par.close()
+    return {"step": step, "history": history, "seconds": time.time() - t_start}
+
+
+def _load(cfg: FitConfig, target_dir, out_dir, init, rt: FitRuntime, par: Parallel, say):
+    """The frozen target, the trainable drafter, the directory its config comes from, and ``cfg``
+    with ``block_size`` taken from the drafter (its block size / TTT length is what serving uses)."""
+    target, _ = load_model(target_dir, rt.target_dtype, par.device)
     for p in target.parameters():
         p.requires_grad_(False)
     start_dir = initial_drafter_dir(cfg.method, target_dir, out_dir, init, block_size=cfg.block_size, seed=cfg.seed,
@@ -99,117 +178,64 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
     par.barrier()
     model = load_trainable(start_dir, cfg.method, target)
     dcfg = model.config
-    if cfg.method == "eagle3":
-        cfg = replace(cfg, block_size=dcfg.ttt_length) if init else cfg
-    elif dcfg.block_size != cfg.block_size:
-        say(f"note: the initial drafter has block_size {dcfg.block_size}; training with it")
-        cfg = replace(cfg, block_size=dcfg.block_size)
-    params = [p for p in model.parameters() if p.requires_grad]
-    dataset = TokenDataset(data_dir, cfg.max_length)
-    sampler = EpochSampler(len(dataset), cfg.batch_size, cfg.seed)
-    tcfg = cfg.train_config()
-    opt = make_optimizer(model, tcfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
-    step = 0
-    comparable = {k: v for k, v in asdict(cfg).items()}
-    if latest is not None:
-        state = load_checkpoint(latest, model, opt, sched)
-        if state["extra"].get("fit_config") != comparable:
-            raise ValueError(f"{latest} was written by a run with {state['extra'].get('fit_config')}, not {comparable}")
-        step = state["step"]
-        sampler.load_state(state["data"])
-        say(f"resumed from {latest} at step {step}")
-    cm = target_cfg
-    need_logits = cfg.method != "dflash"
-    cache = None
-    if feature_cache:
-        cache = FeatureCache(feature_cache, {"target": os.path.abspath(target_dir), "data": os.path.abspath(data_dir),
-                                             "layer_ids": list(dcfg.target_layer_ids), "max_length": cfg.max_length,
-                                             "num_samples": len(dataset)}, feature_cache_dtype)
-        size = FeatureCache.estimate_bytes(dataset.num_tokens, len(dcfg.target_layer_ids), cm.hidden_size, cache.dtype)
-        say(f"feature cache {feature_cache}: {len(dataset)} samples, {dataset.num_tokens} tokens, "
-            f"about {size / 2**20:.1f} MiB")
-    features = TargetFeatures(target, dcfg.target_layer_ids, need_logits, None)
-    if cache is not None:
-        cache.build(dataset, features, par.rank, par.world, log=say)
-        par.barrier()
-        cache.refresh()
-        features.cache = cache
-    m = dcfg.model
-    rotary = RotaryEmbedding(m.head_dim, cfg.max_length + cfg.block_size + 2, m.rope_theta,
-                             m.rope_scaling).to(par.device)
-    lw = LossWeights.for_method(cfg.method, cfg.loss_decay_gamma)
-    say(f"fit {cfg.method}: {sum(p.numel() for p in params)} trainable parameters, {len(dataset)} samples "
-        f"({dataset.num_tokens} tokens), global batch {cfg.batch_size} on {par.world} rank(s), steps {step}->{cfg.steps}")
+    gamma = dcfg.ttt_length if dcfg.kind == "eagle3" else dcfg.block_size
+    if gamma != cfg.block_size:
+        say(f"note: the initial drafter at {start_dir} has block size {gamma}; training with it")
+        cfg = replace(cfg, block_size=gamma)
+    return target, model, start_dir, cfg
 
-    def checkpoint() -> None:
-        if par.is_main:
-            path = save_checkpoint(ckpt_dir, step, model, opt, sched, sampler.state(), {"fit_config": comparable})
-            say(f"checkpoint {path}")
 
-    model.train()
-    t_start = t_ckpt = time.time()
-    window, steps_this_call, history = _Window(), 0, []
-    while step < cfg.steps:
-        batch = sampler.next_batch()
-        share = cfg.batch_size // par.world
-        local = list(enumerate(batch))[par.rank * share:(par.rank + 1) * share]
-        mb = cfg.micro_batch_size or share
-        chunks = [_prepare(cfg, dataset, local[i:i + mb], step, dcfg, par.device) for i in range(0, len(local), mb)]
-        norm = par.sum_(sum(c["norm"] for c in chunks).to(par.device).double()).float()
-        stats = _Stats(cfg.block_size)
-        for c in chunks:
-            feats, logits = features(c["input_ids"], c["sample_ids"])
-            if cfg.method == "eagle3":
-                sums, st = eagle3_ttt_loss(model, rotary, feats, c["input_ids"], c["loss_mask"], logits, cfg.block_size)
-                loss = sum(cfg.step_loss_decay ** s * x / norm[s].clamp_min(1) for s, x in enumerate(sums))
-            else:
-                hidden = block_hidden(model, rotary, feats, c["blocks"])
-                numer, st = dspark_loss(model, hidden, c["blocks"], logits, c["weights"], lw)
-                loss = numer / norm.clamp_min(1e-12)
-            loss.backward()
-            stats.add(float(loss.detach()), st, c["tokens"])
-        par.sum_grads(params)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        steps_this_call += 1
-        window.add(par, stats)
-        if step % log_every == 0 or step == cfg.steps:
-            rec = window.flush(par, step, sched.get_last_lr()[0], float(grad_norm), cfg, t_start)
-            history.append(rec)
-            say(json.dumps(rec))
-            if par.is_main:
-                with open(os.path.join(out_dir, "train_log.jsonl"), "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-        stop = stop_after_steps is not None and steps_this_call >= stop_after_steps
-        due = (ckpt_every_steps and step % ckpt_every_steps == 0) or time.time() - t_ckpt >= ckpt_every_s
-        if step == cfg.steps or due or stop:
-            checkpoint()
-            t_ckpt = time.time()
-        if stop:
-            break
-    if step == cfg.steps and par.is_main:
-        export(model, start_dir, out_dir, save_dtype)
-        say(f"wrote the {cfg.method} drafter to {out_dir}")
+def _features(cfg, target, dcfg, dataset, target_dir, data_dir, rt: FitRuntime, par: Parallel, say) -> TargetFeatures:
+    features = TargetFeatures(target, dcfg.target_layer_ids, need_logits=cfg.method != "dflash")
+    if not rt.feature_cache:
+        return features
+    identity = {"target": os.path.abspath(target_dir), "data": os.path.abspath(data_dir),
+                "layer_ids": list(dcfg.target_layer_ids), "max_length": cfg.max_length, "num_samples": len(dataset)}
+    cache = FeatureCache(rt.feature_cache, identity, rt.feature_cache_dtype)
+    size = FeatureCache.estimate_bytes(dataset.num_tokens, len(dcfg.target_layer_ids), dcfg.model.hidden_size,
+                                       cache.dtype)
+    say(f"feature cache {rt.feature_cache}: {len(dataset)} samples, {dataset.num_tokens} tokens, "
+        f"about {size / 2**20:.1f} MiB")
+    cache.build(dataset, features, par.rank, par.world, log=say)
     par.barrier()
-    par.close()
-    return {"step": step, "history": history, "seconds": time.time() - t_start}
+    cache.refresh()
+    features.cache = cache
+    return features
+
+
+def _train_step(cfg: FitConfig, model, features, rotary, lw: LossWeights, dataset, batch: list[int], step: int,
+                par: Parallel) -> "_Stats":
+    """Forward + backward of this rank's share of one global batch (gradients accumulate in .grad)."""
+    share = cfg.batch_size // par.world
+    local = list(enumerate(batch))[par.rank * share:(par.rank + 1) * share]
+    mb = cfg.micro_batch_size or share
+    chunks = [_prepare(cfg, dataset, local[i:i + mb], step, model.config, par.device)
+              for i in range(0, len(local), mb)]
+    norm = par.sum_(sum(c["norm"] for c in chunks).to(par.device).double()).float()  # global normalisers
+    stats = _Stats(cfg.block_size)
+    for c in chunks:
+        feats, logits = features(c["input_ids"], c["sample_ids"])
+        if cfg.method == "eagle3":
+            sums, st = eagle3_ttt_loss(model, rotary, feats, c["input_ids"], c["loss_mask"], logits, cfg.block_size)
+            loss = sum(cfg.step_loss_decay ** s * x / norm[s].clamp_min(1) for s, x in enumerate(sums))
+        else:
+            hidden = block_hidden(model, rotary, feats, c["blocks"])
+            numer, st = dspark_loss(model, hidden, c["blocks"], logits, c["weights"], lw)
+            loss = numer / norm.clamp_min(1e-12)
+        loss.backward()
+        stats.add(float(loss.detach()), st, c["tokens"])
+    return stats
 
 
 def _prepare(cfg: FitConfig, dataset, items: list[tuple[int, int]], step: int, dcfg, device) -> dict:
     """One micro-batch: (position in the global batch, sample index) pairs -> tensors and its normaliser."""
     ids, mask = collate([dataset[i] for _, i in items])
     out = {"sample_ids": [i for _, i in items], "tokens": int(mask.sum())}
-    if cfg.method == "eagle3":
-        from sparkserve.train.drafter.losses import shift_left
-
+    if cfg.method == "eagle3":  # valid rows of each TTT step
         out["norm"] = torch.tensor([float(shift_left(mask, s + 2).sum()) for s in range(cfg.block_size)])
     else:
-        anchors = [sample_anchors(mask[r], cfg.num_anchors, torch.Generator().manual_seed(anchor_seed(cfg.seed, step, g)))
-                   for r, (g, _) in enumerate(items)]
+        gens = [torch.Generator().manual_seed(anchor_seed(cfg.seed, step, g)) for g, _ in items]
+        anchors = [sample_anchors(mask[r], cfg.num_anchors, gen) for r, gen in enumerate(gens)]
         a, keep = pad_anchors(anchors)
         blocks = build_blocks(ids, mask, a, keep, cfg.block_size, dcfg.mask_token_id)
         out["blocks"] = _to(blocks, device)
@@ -238,8 +264,8 @@ class _Stats:
         for j, name in enumerate(("ce", "l1", "conf", "weight")):
             self.v[2 + j] += st.get(name, 0.0)
         k = self.k
-        self.v[6:6 + k] += torch.tensor(st["correct"][:k] + [0] * (k - len(st["correct"][:k])), dtype=torch.float64)
-        self.v[6 + k:] += torch.tensor(st["count"][:k] + [0] * (k - len(st["count"][:k])), dtype=torch.float64)
+        self.v[6:6 + k] += torch.tensor((list(st["correct"]) + [0] * k)[:k], dtype=torch.float64)
+        self.v[6 + k:] += torch.tensor((list(st["count"]) + [0] * k)[:k], dtype=torch.float64)
 
 
 class _Window:
@@ -251,7 +277,7 @@ class _Window:
         self.v = v if self.v is None else self.v + v
         self.n += 1
 
-    def flush(self, par, step, lr, grad_norm, cfg, t_start) -> dict:
+    def flush(self, step, lr, grad_norm, cfg, t_start) -> dict:
         v, k, now = self.v, cfg.block_size, time.time()
         rate = float(v[1]) / max(now - self.t, 1e-9)
         rec = {"step": step, "loss": round(float(v[0]) / self.n, 4), "lr": lr,
