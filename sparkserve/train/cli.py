@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--target", required=True)
     c.add_argument("--prompts", required=True, nargs="+", help="held-out prompt files")
     c.add_argument("--temperature", type=float, required=True, help="the serving temperature")
+    c.add_argument("--top-p", type=float, default=1.0, help="the serving top-p")
+    c.add_argument("--top-k", type=int, default=0, help="the serving top-k (0: off)")
     c.add_argument("--max-prompts", type=int, default=None, help="at most this many conversations per file")
     c.add_argument("--subsample", type=int, default=None, help="N conversations drawn at random from all files")
     c.add_argument("--max-tokens", type=int, default=256)
@@ -92,10 +94,15 @@ def _runtime(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import torch
 
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     if args.threads:
         torch.set_num_threads(args.threads)
+    elif world > 1:  # torchrun on CPU: share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     cmd = args.train_command
     if cmd == "data":
         from sparkserve.train.drafter.data import regenerate
@@ -123,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
     elif cmd == "calibrate":
         from sparkserve.train.drafter.calibrate import calibrate
 
-        calibrate(args.drafter, args.target, args.prompts, args.temperature, max_prompts=args.max_prompts,
-                  subsample=args.subsample, max_tokens=args.max_tokens, seed=args.seed, device=args.device,
-                  num_threads=args.threads)
+        calibrate(args.drafter, args.target, args.prompts, args.temperature, top_p=args.top_p, top_k=args.top_k,
+                  max_prompts=args.max_prompts, subsample=args.subsample, max_tokens=args.max_tokens,
+                  seed=args.seed, device=args.device, num_threads=args.threads)
     elif cmd == "eval":
         from sparkserve.train.drafter.evaluate import evaluate, parse_drafter
 

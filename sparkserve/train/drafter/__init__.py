@@ -9,6 +9,7 @@ Modules:
 - ``blocks``     DSpark/DFlash anchor sampling, block construction, the training attention mask
 - ``losses``     DSpark/DFlash block losses and Eagle3's test-time-training loss
 - ``trainer``    ``fit``: AdamW, warmup + cosine, clipping, data parallel, checkpoints, export
+- ``drafter_io`` initial weights, frozen vocabulary copies, export, the data-parallel plumbing
 - ``rollouts``   per-verify-round records (verify length, accepted, confidence logits) from the engine
 - ``metrics``    ECE, AUROC, reliability bins, tau and position-wise conditional acceptance
 - ``calibrate``  Sequential Temperature Scaling -> ``calibration.json``

@@ -65,8 +65,9 @@ def write_calibration(drafter_dir: str, result: dict, **extra) -> str:
     return path
 
 
-def calibrate(drafter: str, target: str, prompt_files: list[str], temperature: float, *, max_prompts: int | None = None,
-              subsample: int | None = None, max_tokens: int = 256, seed: int = 0, log=print, **engine_kwargs) -> dict:
+def calibrate(drafter: str, target: str, prompt_files: list[str], temperature: float, *, top_p: float = 1.0,
+              top_k: int = 0, max_prompts: int | None = None, subsample: int | None = None, max_tokens: int = 256,
+              seed: int = 0, log=print, **engine_kwargs) -> dict:
     """Collect held-out rounds with the engine, fit STS, write ``calibration.json``; returns it."""
     from sparkserve import LLM
     from sparkserve.train.drafter.data import load_prompts
@@ -78,15 +79,16 @@ def calibrate(drafter: str, target: str, prompt_files: list[str], temperature: f
     recorder = RoundRecorder(llm)
     convs = load_prompts(prompt_files, max_prompts, subsample, seed)
     prompts = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in convs]
-    rounds, _ = run_prompts(llm, recorder, prompts, temperature, max_tokens, seed)
+    rounds, _ = run_prompts(llm, recorder, prompts, temperature, max_tokens, seed, top_p, top_k)
     gamma = llm.engine.num_speculative_tokens
     found = confidence_tensors(rounds, gamma)
     if found is None:
         raise ValueError("no verify rounds were recorded: use more or longer prompts")
     verified, accepted, logits = found
     result = fit_sts(logits, verified, accepted)
-    path = write_calibration(drafter, result, serving_temperature=temperature, num_rounds=len(rounds),
-                             num_prompts=len(prompts), prompts=[os.path.basename(p) for p in prompt_files])
+    path = write_calibration(drafter, result, serving_temperature=temperature, top_p=top_p, top_k=top_k,
+                             num_rounds=len(rounds), num_prompts=len(prompts),
+                             prompts=[os.path.basename(p) for p in prompt_files])
     log(f"calibrate: {len(rounds)} rounds at T={temperature}; temperatures {result['temperatures']}")
     log(f"calibrate: ECE per position before {_fmt(result['ece_before'])} after {_fmt(result['ece_after'])}")
     log(f"wrote {path}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-from sparkserve.spec.checkpoint import read_calibration
+from sparkserve.spec.checkpoint import CALIBRATION_FILE, read_calibration
 from sparkserve.train.drafter import metrics
 
 
@@ -44,16 +44,17 @@ def evaluate(target: str, drafters: list[tuple[str, str]], prompt_files: list[st
         recorder = RoundRecorder(llm)
         gamma = llm.engine.num_speculative_tokens
         temps = read_calibration(path)
-        entry = {"method": method, "path": path, "gamma": gamma, "calibration_temperatures": temps, "runs": {}}
+        entry = {"method": method, "path": path, "gamma": gamma, "calibration_temperatures": temps,
+                 "calibration_fitted_at": _fitted_at(path), "runs": {}}
         for t in temperatures:
             pooled, run = [], {"tau": {}, "rounds": {}}
             for name, prompts in datasets.items():
                 ids = [chat_prompt_ids(llm.tokenizer, turns) for _, turns in prompts]
                 rounds, _ = run_prompts(llm, recorder, ids, t, max_tokens, seed)
-                run["tau"][name] = metrics.tau(round_tensors(rounds, gamma)[2]) if rounds else None
+                run["tau"][name] = metrics.tau(round_tensors(rounds)[2]) if rounds else None
                 run["rounds"][name] = len(rounds)
                 pooled += rounds
-            v, a, _ = round_tensors(pooled, gamma)
+            v, a, _ = round_tensors(pooled)
             run["tau_mean"] = _mean(run["tau"].values())
             run["cond_accept"], run["cond_accept_n"] = metrics.cond_accept(v, a, gamma)
             found = confidence_tensors(pooled, gamma)
@@ -81,6 +82,14 @@ def _labels(drafters) -> list[str]:
         seen[method] = seen.get(method, 0) + 1
         out.append(method if seen[method] == 1 else f"{method}-{os.path.basename(os.path.normpath(path))}")
     return out
+
+
+def _fitted_at(path: str):
+    file = os.path.join(path, CALIBRATION_FILE)
+    if not os.path.exists(file):
+        return None
+    with open(file) as f:
+        return json.load(f).get("serving_temperature")
 
 
 def _tkey(t: float) -> str:
@@ -120,11 +129,11 @@ def render_markdown(report: dict) -> str:
     lines = ["# Drafter evaluation\n", f"Target `{report['target']}`; fixed verify length (gamma drafts per "
              "round); tau counts the bonus/residual token.\n"]
     for tk in (_tkey(t) for t in report["temperatures"]):
-        lines += [f"## {tk}\n"] + _tau_table(report, tk) + _cond_table(report, tk)
+        lines += [f"\n## {tk}\n"] + _tau_table(report, tk) + _cond_table(report, tk)
         for label, e in report["drafters"].items():
             cal = e["runs"][tk].get("calibration")
             if cal:
-                lines += _calibration_table(label, cal)
+                lines += _calibration_table(label, cal, e.get("calibration_fitted_at"))
     if report.get("plots"):
         lines.append("\n## Plots\n")
         lines += [f"![{os.path.splitext(p)[0]}]({p})" for p in report["plots"]]
@@ -154,10 +163,11 @@ def _cond_table(report: dict, tk: str) -> list[str]:
     return out
 
 
-def _calibration_table(label: str, cal: dict) -> list[str]:
+def _calibration_table(label: str, cal: dict, fitted_at) -> list[str]:
     before = cal["before"]
     after = cal["after"] or {"per_position": [{}] * len(before["per_position"]), "weighted": {}}
-    out = [f"\n### Confidence calibration: {label}\n",
+    note = "no calibration.json" if not cal["after"] else f"STS fitted at T={fitted_at}"
+    out = [f"\n### Confidence calibration: {label} ({note}; cumulative confidence vs prefix acceptance)\n",
            _row(["k", "rows", "ECE before", "ECE after STS", "AUROC before", "AUROC after"]), "|---" * 6 + "|"]
     for k, (b, a) in enumerate(zip(before["per_position"], after["per_position"])):
         out.append(_row([k + 1, b["count"], _cell(b["ece"], 4), _cell(a.get("ece"), 4), _cell(b["auroc"]),

@@ -82,7 +82,7 @@ class RoundRecorder:
         return out
 
 
-def round_tensors(rounds: list[Round], gamma: int):
+def round_tensors(rounds: list[Round]):
     """(verified [R], accepted [R], emitted [R]) over rounds with l >= 1."""
     return tuple(torch.tensor([getattr(r, f) for r in rounds], dtype=torch.long)
                  for f in ("verified", "accepted", "emitted"))
@@ -94,7 +94,7 @@ def confidence_tensors(rounds: list[Round], gamma: int):
     rounds = [r for r in rounds if r.conf_logits is not None]
     if not rounds:
         return None
-    verified, accepted, _ = round_tensors(rounds, gamma)
+    verified, accepted, _ = round_tensors(rounds)
     logits = torch.tensor([(r.conf_logits + [0.0] * gamma)[:gamma] for r in rounds], dtype=torch.float64)
     return verified, accepted, logits
 
@@ -107,14 +107,14 @@ def chat_prompt_ids(tokenizer, turns: list[str]) -> list[int]:
 
 
 def run_prompts(llm, recorder: RoundRecorder, prompt_ids: list[list[int]], temperature: float, max_tokens: int,
-                seed: int = 0) -> tuple[list[Round], list]:
+                seed: int = 0, top_p: float = 1.0, top_k: int = 0) -> tuple[list[Round], list]:
     """Generate for every prompt (seeded per prompt) and return (the rounds it produced, the outputs)."""
     from sparkserve import SamplingParams
 
     limit = llm.engine.config.scheduler.max_model_len
     keep = [p for p in prompt_ids if len(p) < limit - 1]
-    params = [SamplingParams(temperature=temperature, max_tokens=min(max_tokens, limit - len(p)), seed=seed + i)
-              for i, p in enumerate(keep)]
+    params = [SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, seed=seed + i,
+                             max_tokens=min(max_tokens, limit - len(p))) for i, p in enumerate(keep)]
     recorder.take()
     outs = llm.generate([{"prompt_token_ids": p} for p in keep], params) if keep else []
     return recorder.take(), outs

@@ -41,6 +41,9 @@ METHODS = ("dspark", "dflash", "eagle3")
 
 @dataclass(frozen=True)
 class FitConfig:
+    """What is trained and how; a checkpoint only resumes under the same FitConfig. Defaults follow
+    DeepSpec's Qwen3 recipes (DSPARK.md §1.6, §3) except the batch, sized for small targets."""
+
     method: str
     steps: int = 1000
     batch_size: int = 16  # global sequences per optimizer step (split across ranks)
@@ -58,7 +61,7 @@ class FitConfig:
     step_loss_decay: float = 0.8  # Eagle3
     markov_head_type: str = "vanilla"
     markov_rank: int | None = None
-    num_layers: int | None = None
+    num_layers: int | None = None  # DSpark/DFlash draft layers (Eagle3 always has one)
     mask_token_id: int | None = None
 
     def __post_init__(self) -> None:
@@ -173,7 +176,8 @@ def _load(cfg: FitConfig, target_dir, out_dir, init, rt: FitRuntime, par: Parall
         p.requires_grad_(False)
     start_dir = initial_drafter_dir(cfg.method, target_dir, out_dir, init, block_size=cfg.block_size, seed=cfg.seed,
                                     markov_head_type=cfg.markov_head_type, markov_rank=cfg.markov_rank,
-                                    num_layers=cfg.num_layers, mask_token_id=cfg.mask_token_id,
+                                    num_layers=None if cfg.method == "eagle3" else cfg.num_layers,
+                                    mask_token_id=cfg.mask_token_id,
                                     target_layer_ids=None, is_main=par.is_main)
     par.barrier()
     model = load_trainable(start_dir, cfg.method, target)
