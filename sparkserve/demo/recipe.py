@@ -51,8 +51,9 @@ class Recipe:
 
 
 # ~6.6M parameters (2.1M of them the tied 8192x256 embedding), 13 MB in bf16. Niced on 2 CPU cores
-# shared with other engineers' test runs it trains at 100-500 tokens/s, and ~1.3k on an idle machine;
-# 2400 steps x 4 x 512 = 4.9M tokens (1.2 epochs of the corpus) take about 1-3 hours.
+# shared with other engineers' test runs it trained at 100-500 tokens/s, and 1-1.7k on an idle machine;
+# 4000 steps x 4 x 512 = 8.2M tokens (2 epochs of the corpus) take about 2 hours. (At 1.2M tokens the
+# model had the answer format but did not yet copy names from the prompt: don't cut this much.)
 FULL = Recipe(
     name="full",
     corpus=CorpusSize(num_math=30_000, max_code=None, max_chat=None),
@@ -61,7 +62,7 @@ FULL = Recipe(
                      num_key_value_heads=2, head_dim=32, max_position_embeddings=2048),
     seq_len=512,
     batch_size=4,
-    max_steps=2400,
+    max_steps=4000,
     lr=2e-3,
     warmup_steps=50,
 )
