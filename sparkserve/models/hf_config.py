@@ -10,6 +10,24 @@ import os
 from dataclasses import asdict, dataclass, field
 
 
+REQUIRED_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def read_config_json(file: str, missing_message: str) -> dict:
+    """A model's config.json as a dict; ValueError naming the file when missing, invalid or incomplete."""
+    try:
+        with open(file) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(missing_message) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from None
+    for key in REQUIRED_FIELDS:
+        if key not in raw:
+            raise ValueError(f"{file} lacks required field {key!r}")
+    return raw
+
+
 @dataclass
 class DecoderConfig:
     """The fields a Qwen3/Llama-style decoder needs; ``extra`` keeps everything else verbatim."""
@@ -77,17 +95,7 @@ class DecoderConfig:
         if not os.path.exists(path):
             raise ValueError(f"model path {path!r} does not exist (not a directory)")
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
-        try:
-            with open(file) as f:
-                raw = json.load(f)
-        except FileNotFoundError:
-            raise ValueError(f"no config.json in {path!r}: not a Hugging Face model directory") from None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{file} is not valid JSON: {e}") from None
-        for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-            if key not in raw:
-                raise ValueError(f"{file} lacks required field {key!r}")
-        return cls.from_dict(raw)
+        return cls.from_dict(read_config_json(file, f"no config.json in {path!r}: not a Hugging Face model directory"))
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from sparkserve.models.hf_config import DecoderConfig
+from sparkserve.models.hf_config import DecoderConfig, read_config_json
 from sparkserve.models.loader import DTYPES, read_state_dict
 from sparkserve.spec.drafters.config import DraftConfig
 from sparkserve.spec.drafters.dspark import DSparkDraftModel, DSparkProposer
@@ -27,16 +27,7 @@ def read_draft_config(path: str, state_keys: set[str] | None = None, method: str
     file = os.path.join(path, "config.json")
     if not os.path.isdir(path):
         raise ValueError(f"drafter path {path!r} is not a directory")
-    try:
-        with open(file) as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"no config.json in drafter directory {path!r}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from None
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads"):
-        if key not in raw:
-            raise ValueError(f"{file} lacks required field {key!r}")
+    raw = read_config_json(file, f"no config.json in drafter directory {path!r}")
     return DraftConfig.from_dict(raw, state_keys, method, source=file)
 
 

@@ -30,12 +30,6 @@ PAPER_SPS = {1: 1.0, 2: 0.5, 3: 0.45}
 N = 12000
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def confidences(x1: int) -> list[float]:

@@ -18,12 +18,6 @@ VOCAB = 10
 GREEDY = SamplingMeta(temperature=0.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _logits(num_rows: int, seed: int, vocab: int = VOCAB) -> torch.Tensor:

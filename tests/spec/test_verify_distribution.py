@@ -28,12 +28,6 @@ NUM_TRIALS = 6000
 P_MIN = 1e-3
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _target_logits_table() -> torch.Tensor:
