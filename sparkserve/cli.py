@@ -13,7 +13,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("sparkserve.server.launch", "serve a model over an OpenAI-compatible HTTP API"),
-    # "demo": ("sparkserve.demo.cli", "..."),
+    "demo": ("sparkserve.demo.__main__", "build the embedded demo model from local sources (corpus, tokenizer, LM)"),
     "drafter": ("sparkserve.spec.cli", "write drafter checkpoints (random init for tests and training)"),
     "train": ("sparkserve.train.cli", "drafter toolchain: regenerate data, fit, calibrate (STS), evaluate"),
     # "profile": ("sparkserve.bench.cli", "..."),

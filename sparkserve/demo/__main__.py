@@ -10,7 +10,13 @@ import sys
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sparkserve demo", description="Build the sparkserve demo model.")
-    sub = p.add_subparsers(dest="command", required=True)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `demo` subcommands (shared by `python -m sparkserve.demo` and `sparkserve demo`)."""
+    sub = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     b = sub.add_parser("build", help="corpus -> tokenizer -> train -> export (resumes if interrupted)")
     b.add_argument("--out", default=None, help="work directory (default runs/demo, or runs/demo-quick)")
     b.add_argument("--quick", action="store_true", help="tiny end-to-end recipe (a few minutes)")
@@ -22,11 +28,13 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads; 0 re-picks 1 or 2 as the shared machine's load changes")
     b.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    return run(parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     from sparkserve.demo.build import build, default_export_dir, default_out_dir
     from sparkserve.demo.recipe import FULL, QUICK
 
