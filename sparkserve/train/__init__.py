@@ -1,0 +1,1 @@
+"""Training: the target LM trainer (`lm/`, used by the demo build) and the drafter toolchain (`drafter/`)."""
