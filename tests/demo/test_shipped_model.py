@@ -42,7 +42,7 @@ def test_greedy_matches_transformers(llm):
 
 
 def test_sampling_varies_and_stops_at_end_of_turn(llm):
-    msgs = [{"role": "user", "content": prompts("math", 1)[0]}]
+    msgs = [{"role": "user", "content": prompts("chat", 1)[0]}]  # open-ended: math answers are near-deterministic
     outs = llm.chat(msgs, SamplingParams(temperature=1.0, n=6, seed=0, max_tokens=400))[0].outputs
     assert len({o.text for o in outs}) >= 4
     stopped = [o for o in outs if o.finish_reason == "stop"]
