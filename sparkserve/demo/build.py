@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import time
 
 import torch
@@ -26,6 +25,7 @@ import torch
 from sparkserve.demo import corpus as corpus_mod
 from sparkserve.demo.corpus_types import Example
 from sparkserve.demo.export import copy_export, export_model, write_prompt_sets
+from sparkserve.demo.quality import engine_generate, evaluate_quality
 from sparkserve.demo.recipe import Recipe
 from sparkserve.demo.tokenizer_build import (IM_END, render_prompt, save_tokenizer, special_token_ids,
                                              train_tokenizer)
@@ -116,39 +116,20 @@ def init_model(cfg: DecoderConfig, seed: int, std: float) -> Qwen3ForCausalLM:
     return model
 
 
-BOXED = re.compile(r"\\boxed\{([^}]*)\}")
-
-
-def generate_greedy(model_dir: str, model, tokenizer, prompts: list[str], max_new_tokens: int,
-                    stop_ids: set[int]) -> list[str]:
-    """Greedy completions of rendered prompts: through sparkserve's engine (KV cache, batching) when
-    it runs, else by plain recomputation with the in-memory model (slow; an evaluation fallback)."""
+def generate_greedy(model_dir: str, model, tokenizer, stop_ids: set[int]):
+    """A greedy `generate(prompts, max_tokens) -> texts` through sparkserve's engine (KV cache,
+    batching) when it runs, else by plain recomputation with the in-memory model (slow; an
+    evaluation fallback that covers the first 20 prompts)."""
     try:
-        from sparkserve.engine.llm import LLM
-        from sparkserve.sampling_params import SamplingParams
-
-        max_len = min(1024, model.config.max_position_embeddings)
-        llm = LLM(model_dir, dtype="float32", device="cpu", seed=0, max_model_len=max_len)
-        outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens))
-        return [o.outputs[0].text for o in outs]
+        return engine_generate(model_dir, num_threads=torch.get_num_threads())
     except Exception as e:  # the engine is developed alongside; never lose a finished build to it
         log(f"engine generation failed ({type(e).__name__}: {e}); falling back to recomputation")
-    texts = []
-    for p in prompts[:20]:
-        ids = greedy_generate(model, tokenizer.encode(p).ids, max_new_tokens, stop_ids)
-        texts.append(tokenizer.decode(ids))
-    return texts
 
+    def generate(prompts: list[str], max_tokens: int) -> list[str]:
+        return [tokenizer.decode(greedy_generate(model, tokenizer.encode(p).ids, max_tokens, stop_ids))
+                for p in prompts[:20]]
 
-def math_accuracy(model_dir: str, model, tokenizer, test: list[Example], n: int, stop_ids: set[int]) -> dict:
-    """Exact-answer accuracy of greedy decoding on the first `n` math test prompts."""
-    pool = [ex for ex in test if ex.domain == "math"][:n]
-    texts = generate_greedy(model_dir, model, tokenizer, [render_prompt(ex.prompt) for ex in pool], 200, stop_ids)
-    correct = 0
-    for ex, text in zip(pool, texts):
-        m = BOXED.search(text)
-        correct += bool(m and m.group(1).strip() == ex.reference)
-    return {"prompts": len(texts), "correct": correct, "accuracy": round(correct / max(len(texts), 1), 4)}
+    return generate
 
 
 def build(recipe: Recipe, seed: int, out_dir: str, export_dir: str | None, num_threads: int = 2) -> dict:
@@ -187,9 +168,10 @@ def build(recipe: Recipe, seed: int, out_dir: str, export_dir: str | None, num_t
     export_model(model, cfg, tok_dir, special, model_dir)
     report["prompt_sets"] = write_prompt_sets(test, model_dir, recipe.num_eval_prompts, seed)
     write_report(report, model_dir, export_dir)  # the model ships even if the accuracy check fails
-    report["math_accuracy"] = math_accuracy(model_dir, model, tokenizer, test, recipe.num_accuracy_prompts,
-                                            {special[IM_END], special["<|endoftext|>"]})
-    log(f"math accuracy (greedy, exported weights): {json.dumps(report['math_accuracy'])}")
+    generate = generate_greedy(model_dir, model, tokenizer, {special[IM_END], special["<|endoftext|>"]})
+    report.update(evaluate_quality(generate, test, recipe.num_accuracy_prompts))
+    log(f"quality (greedy, exported weights): math {json.dumps(report['math_accuracy'])}, "
+        f"code {json.dumps(report['code_parse'])}")
     write_report(report, model_dir, export_dir)
     return report
 

@@ -18,8 +18,9 @@ from safetensors.torch import load_model as load_safetensors_into
 from tokenizers import Tokenizer
 
 from sparkserve.demo import corpus as corpus_mod
-from sparkserve.demo.build import (default_export_dir, encode_split, init_model, log, math_accuracy, model_config,
+from sparkserve.demo.build import (default_export_dir, encode_split, generate_greedy, init_model, log, model_config,
                                    write_report)
+from sparkserve.demo.quality import evaluate_quality
 from sparkserve.demo.export import export_model, write_prompt_sets
 from sparkserve.demo.recipe import FULL
 from sparkserve.demo.tokenizer_build import IM_END, special_token_ids
@@ -55,8 +56,8 @@ def export_interim(out_dir: str, export_dir: str | None, seed: int = 0, accuracy
     export_model(model, cfg, tok_dir, special, model_dir)
     report["prompt_sets"] = write_prompt_sets(test, model_dir, recipe.num_eval_prompts, seed)
     if accuracy:
-        report["math_accuracy"] = math_accuracy(model_dir, model, tokenizer, test, recipe.num_accuracy_prompts,
-                                                {special[IM_END], special["<|endoftext|>"]})
+        generate = generate_greedy(model_dir, model, tokenizer, {special[IM_END], special["<|endoftext|>"]})
+        report.update(evaluate_quality(generate, test, recipe.num_accuracy_prompts))
     write_report(report, model_dir, export_dir)
     log(f"interim export of step {step}: {json.dumps(report)}")
     return report

@@ -59,6 +59,9 @@ def test_quick_build_writes_prompt_sets_and_report(built):
             assert set(rec) == {"turns", "reference"} and len(rec["turns"]) == 1 and rec["reference"]
     report = json.loads((model_dir / "demo_report.json").read_text())
     assert report["steps"] == 30 and set(report["test_perplexity"]) == {"math", "code", "chat"}
+    assert 0 <= report["math_accuracy"]["accuracy"] <= 1 and 0 <= report["code_parse"]["parse_rate"] <= 1
+    assert set(report["samples"]) == {"math", "code", "chat"}  # three each (the quick test split is smaller)
+    assert all(1 <= len(s) <= 3 and s[0]["answer"] for s in report["samples"].values())
     gen = json.loads((model_dir / "generation_config.json").read_text())
     assert gen["eos_token_id"][0] == 2
 
