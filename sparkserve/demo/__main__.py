@@ -28,6 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads; 0 re-picks 1 or 2 as the shared machine's load changes")
     b.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
+    from sparkserve.demo.drafters import add_arguments as add_drafter_arguments
+
+    d = sub.add_parser("drafters", help="train, calibrate, evaluate and ship the demo drafters (resumable)")
+    add_drafter_arguments(d)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.demo_command == "drafters":
+        from sparkserve.demo.drafters import run as run_drafters
+
+        return run_drafters(args)
     from sparkserve.demo.build import build, default_export_dir, default_out_dir
     from sparkserve.demo.recipe import FULL, QUICK
 

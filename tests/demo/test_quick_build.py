@@ -69,3 +69,21 @@ def test_quick_build_writes_prompt_sets_and_report(built):
 def test_rerun_resumes_instead_of_retraining(built, capsys):
     assert main(["build", "--quick", "--out", str(built), "--no-export", "--threads", "1"]) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_quick_drafter_pipeline(built):
+    """data -> fit (each method, a few steps) -> calibrate -> eval -> export, on the quick demo target."""
+    out, assets = built / "drafters", built / "assets"
+    assert main(["drafters", "--quick", "--demo", str(built), "--out", str(out), "--export", str(assets),
+                 "--threads", "1"]) == 0
+    for m in ("dspark", "dflash", "eagle3"):
+        log = [json.loads(line) for line in (out / m / "train_log.jsonl").read_text().splitlines()]
+        assert log[-1]["loss"] < log[0]["loss"], m
+        shipped = assets / "drafters" / m
+        assert (shipped / "config.json").exists() and (shipped / "model.safetensors").exists()
+    assert (assets / "drafters" / "dspark" / "calibration.json").exists()
+    report = json.loads((out / "report" / "report.json").read_text())
+    for m, rec in report["drafters"].items():
+        for t, run in rec["runs"].items():
+            assert all(tau >= 1.0 for tau in run["tau"].values()), (m, t, run["tau"])
+    assert (out / "report" / "report.md").exists() and list((out / "report").glob("*.png"))
