@@ -59,6 +59,9 @@ class SpecConfig:
 
     METHODS = ("none", "dspark", "dflash", "eagle3", "ngram")
     VERIFY_MODES = ("fixed", "threshold", "causal", "lagged")
+    # engine-level knobs in `extra`; n-gram drafting also takes its own (max_ngram, min_ngram)
+    ENGINE_EXTRA = ("cost_profile_time_s", "cost_cache_dir", "verify_k", "verify_lag", "drift_ece_bound")
+    NGRAM_EXTRA = ("max_ngram", "min_ngram")
 
     def __post_init__(self) -> None:
         if self.method not in self.METHODS:
@@ -69,6 +72,10 @@ class SpecConfig:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
         if self.num_speculative_tokens < 0 or self.num_speculative_tokens > 64:
             raise ValueError(f"num_speculative_tokens must be in [0, 64], got {self.num_speculative_tokens}")
+        allowed = self.ENGINE_EXTRA + (self.NGRAM_EXTRA if self.method == "ngram" else ())
+        unknown = sorted(set(self.extra) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown speculative extra key(s) {unknown}; allowed for {self.method!r}: {list(allowed)}")
 
     @property
     def enabled(self) -> bool:

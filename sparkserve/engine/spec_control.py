@@ -15,6 +15,12 @@ from sparkserve.step import StepPlan, StepResult
 log = logging.getLogger("sparkserve.spec")
 
 
+def cost_key(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: int) -> CostKey:
+    """What an engine's step-time table depends on (the file name it is cached under)."""
+    return CostKey(model_path, spec.model or spec.method, str(runner.dtype), runner.backend.name,
+                   describe_hardware(runner.device), max_num_batched_tokens)
+
+
 class SpecControl:
     def __init__(self, spec: SpecConfig, runner, proposer, gamma: int, model_path: str, max_num_batched_tokens: int,
                  max_num_seqs: int):
@@ -23,8 +29,7 @@ class SpecControl:
         self.cost_table: CostTable | None = None
         self.cost_root = spec.extra.get("cost_cache_dir")
         if spec.verify in ("causal", "lagged"):
-            key = CostKey(model_path, spec.model or spec.method, str(runner.dtype), runner.backend.name,
-                          describe_hardware(runner.device), max_num_batched_tokens)
+            key = cost_key(spec, runner, model_path, max_num_batched_tokens)
             table = CostTable.load_cached(key, self.cost_root)
             if table is None:
                 limit = float(spec.extra.get("cost_profile_time_s", 30.0))

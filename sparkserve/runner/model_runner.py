@@ -89,8 +89,9 @@ class ModelRunner:
             next_block += need
             rid = f"__profile_{i}"
             ids.append(rid)
-            seqs.append(ScheduledSeq(rid, torch.randint(0, vocab, (n,), generator=g).tolist(), start, blocks,
-                                     SamplingMeta(temperature=0.0), num_draft_tokens=drafts))
+            history = torch.randint(0, vocab, (start + n - drafts,), generator=g).tolist()  # text drafters
+            seqs.append(ScheduledSeq(rid, history[start:] + [0] * drafts, start, blocks,
+                                     SamplingMeta(temperature=0.0), num_draft_tokens=drafts, history_token_ids=history))
         result = self.execute(StepPlan(seqs))
         self.execute(StepPlan([], finished_request_ids=ids))
         return result.step_time_s

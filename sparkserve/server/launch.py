@@ -60,7 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="paged-attention implementation (default: %(default)s = torch on CPU)")
     m.add_argument("--speculative-config", type=_json_object, default=None, metavar="JSON",
                    help='speculative decoding as a JSON object of SpecConfig fields, e.g. '
-                        '\'{"method": "dspark", "num_speculative_tokens": 4}\'')
+                        '\'{"method": "dspark", "model": "DIR", "num_speculative_tokens": 7, "verify": "lagged"}\'. '
+                        'Without --model the demo model uses its shipped DSpark drafter; \'{"method": "none"}\' '
+                        'turns speculation off')
 
     e = p.add_argument_group("engine limits")
     e.add_argument("--max-num-seqs", type=int, default=64, help="most sequences per step (default: %(default)s)")
@@ -98,12 +100,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     names = tuple(args.served_model_name or ())
+    spec = args.speculative_config
+    if spec is None and args.model is None:  # the demo model speculates with its shipped DSpark drafter
+        from sparkserve.assets import demo_speculative_config
+
+        spec = demo_speculative_config()
     engine_kwargs = dict(
         model=args.model, tokenizer=args.tokenizer, dtype=args.dtype, device=args.device, seed=args.seed,
         max_model_len=args.max_model_len, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, block_size=args.block_size,
         num_kv_blocks=args.num_kv_blocks, kv_cache_memory_bytes=int(args.kv_cache_memory_gb * (1 << 30)),
-        enable_prefix_caching=not args.no_prefix_caching, speculative_config=args.speculative_config,
+        enable_prefix_caching=not args.no_prefix_caching, speculative_config=spec,
         served_model_name=names[0] if names else None, max_waiting=args.max_waiting,
         num_threads=args.num_threads, attention_backend=args.attention_backend)
     return ServerSettings(host=args.host, port=args.port, model=args.model, tokenizer=args.tokenizer,

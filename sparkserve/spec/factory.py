@@ -16,7 +16,7 @@ def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: 
         from sparkserve.spec.drafters.ngram import NgramProposer
 
         gamma = spec.num_speculative_tokens or 4
-        extra = dict(spec.extra)
+        extra = {k: v for k, v in spec.extra.items() if k in SpecConfig.NGRAM_EXTRA}
         return NgramProposer(gamma, **extra), gamma
     if not spec.model:
         raise ValueError(f"speculative method {spec.method!r} needs a drafter checkpoint: set \"model\"")
