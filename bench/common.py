@@ -66,13 +66,14 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
-def print_table(headers: list[str], rows: list[list]) -> str:
+def print_table(headers: list[str], rows: list[list], echo: bool = True) -> str:
     widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(headers)]
     lines = ["| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |",
              "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     lines += ["| " + " | ".join(_fmt(v).ljust(w) for v, w in zip(r, widths)) + " |" for r in rows]
     text = "\n".join(lines)
-    print(text, flush=True)
+    if echo:
+        print(text, flush=True)
     return text
 
 

@@ -18,13 +18,6 @@ from bench.common import load_prompts, print_table  # noqa: E402
 from bench.load import run_closed_loop  # noqa: E402
 
 
-def shipped_drafter(method: str) -> str | None:
-    from sparkserve.assets import ASSETS_DIR
-
-    path = os.path.join(ASSETS_DIR, "demo", "drafters", method)
-    return path if os.path.exists(os.path.join(path, "config.json")) else None
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None)
@@ -39,6 +32,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     from sparkserve import LLM, SamplingParams
+    from sparkserve.assets import demo_drafter_path
 
     drafters = dict(d.split("=", 1) for d in args.drafter)
     llm_chat = LLM(args.model, num_threads=args.threads)
@@ -52,7 +46,7 @@ def main(argv=None) -> None:
         if method != "none":
             spec = {"method": method}
             if method != "ngram":
-                path = drafters.get(method) or shipped_drafter(method)
+                path = drafters.get(method) or demo_drafter_path(method)
                 if path is None:
                     print(f"skip {method}: no drafter (pass --drafter {method}=DIR)", flush=True)
                     continue

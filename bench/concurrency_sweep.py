@@ -1,0 +1,174 @@
+"""Verify-length planners under load: the paper's Figures 7 and 8 on this machine.
+
+    python bench/concurrency_sweep.py [--model DIR] [--drafter DIR] [--concurrency 1 2 4 8 16 32 64]
+        [--repeats 3] [--max-tokens 96] [--out bench/results/concurrency_sweep]
+
+For each setup (no speculation; DSpark verifying a fixed k = 1, 3 or gamma drafts; DSpark with the
+threshold, causal and lagged planners) and each concurrency c, c closed-loop clients keep one request
+each in flight (prompts cycled from demo-math, demo-code and demo-chat, mixed) until max(2c, 16)
+requests have finished; repeated ``--repeats`` times, medians reported. One engine per setup, all in
+one process, one after another, so every ratio compares runs on the same machine state.
+
+Writes ``sweep.json``, ``sweep.md`` (table + ratios vs no speculation), ``frontier.png`` (output
+tok/s vs p50 tok/s/user, Figure 7) and ``verify_length.png`` (mean verify length vs c, Figure 8).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bench.common import load_prompts, print_table  # noqa: E402
+from bench.load import run_closed_loop  # noqa: E402
+
+DATASETS = ("demo-math", "demo-code", "demo-chat")
+
+
+def setups(drafter: str, gamma: int, threshold: float) -> dict[str, dict | None]:
+    """name -> speculative_config (None: no speculation)."""
+    base = {"method": "dspark", "model": drafter, "num_speculative_tokens": gamma}
+    out: dict[str, dict | None] = {"none": None}
+    for k in sorted({1, 3, gamma}):
+        out[f"fixed-{k}"] = {**base, "verify": "fixed", "extra": {"verify_k": k}}
+    out["threshold"] = {**base, "verify": "threshold", "confidence_threshold": threshold}
+    out["causal"] = {**base, "verify": "causal"}
+    out["lagged"] = {**base, "verify": "lagged"}
+    return out
+
+
+def mixed_prompts(tokenizer, per_set: int) -> list[str]:
+    sets = [load_prompts(name, per_set) for name in DATASETS]
+    mixed = [p for group in zip(*sets) for p in group]  # math, code, chat, math, ...
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in mixed]
+
+
+def sweep_setup(llm, prompts, params, concurrency: list[int], repeats: int, name: str) -> list[dict]:
+    rows = []
+    for c in concurrency:
+        runs = [run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16)) for _ in range(repeats)]
+        row = {"setup": name, "concurrency": c,
+               "throughput_tok_s": statistics.median(r.throughput for r in runs),
+               "p50_user_tok_s": statistics.median(r.p50_user_tok_s for r in runs),
+               "mean_verify_length": statistics.median(r.mean_verify_length for r in runs),
+               "tau": statistics.median(r.mean_acceptance_length for r in runs),
+               "runs": [{"throughput_tok_s": r.throughput, "p50_user_tok_s": r.p50_user_tok_s} for r in runs]}
+        rows.append(row)
+        print(f"{name:>10} c={c:<3d} {row['throughput_tok_s']:8.1f} tok/s  {row['p50_user_tok_s']:7.1f} tok/s/user  "
+              f"verify {row['mean_verify_length']:.2f}  tau {row['tau']:.2f}", flush=True)
+    return rows
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    base = {r["concurrency"]: r for r in rows if r["setup"] == "none"}
+    for r in rows:
+        b = base.get(r["concurrency"])
+        r["user_vs_none"] = r["p50_user_tok_s"] / b["p50_user_tok_s"] if b else float("nan")
+        r["throughput_vs_none"] = r["throughput_tok_s"] / b["throughput_tok_s"] if b else float("nan")
+    return rows
+
+
+def plot(rows: list[dict], out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["setup"] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for n in names:
+        pts = [r for r in rows if r["setup"] == n]
+        ax.plot([r["p50_user_tok_s"] for r in pts], [r["throughput_tok_s"] for r in pts], marker="o", label=n)
+        for r in pts:
+            ax.annotate(str(r["concurrency"]), (r["p50_user_tok_s"], r["throughput_tok_s"]), fontsize=6)
+    ax.set_xlabel("p50 output tok/s per user")
+    ax.set_ylabel("output tok/s (all users)")
+    ax.set_title("Throughput vs per-user speed (labels: concurrency)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    frontier = os.path.join(out_dir, "frontier.png")
+    fig.savefig(frontier, dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for n in names:
+        if n == "none":
+            continue
+        pts = [r for r in rows if r["setup"] == n]
+        ax.plot([r["concurrency"] for r in pts], [r["mean_verify_length"] for r in pts], marker="o", label=n)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrency")
+    ax.set_ylabel("mean verified drafts per request-step")
+    ax.set_title("Verify length vs load")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    verify = os.path.join(out_dir, "verify_length.png")
+    fig.savefig(verify, dpi=120)
+    return [frontier, verify]
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    head = ["setup", "c", "output tok/s", "p50 tok/s/user", "mean verify len", "tau", "tok/s/user vs none",
+            "tok/s vs none"]
+    body = [[r["setup"], r["concurrency"], r["throughput_tok_s"], r["p50_user_tok_s"], r["mean_verify_length"],
+             r["tau"], r["user_vs_none"], r["throughput_vs_none"]] for r in rows]
+    return f"Setup: `{json.dumps(meta)}`\n\n" + print_table(head, body, echo=False) + "\n"
+
+
+def main(argv=None) -> None:
+    from sparkserve.assets import demo_drafter_path
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="target (default: the demo model)")
+    ap.add_argument("--drafter", default=None, help="DSpark drafter (default: the demo model's shipped one)")
+    ap.add_argument("--setups", nargs="+", default=None, help="subset of the setup names")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--max-tokens", type=int, default=96)
+    ap.add_argument("--temperature", type=float, default=None, help="default: the model's generation_config")
+    ap.add_argument("--threshold", type=float, default=0.5, help="confidence cut of the threshold planner")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default=os.path.join("bench", "results", "concurrency_sweep"))
+    args = ap.parse_args(argv)
+    from sparkserve import LLM, SamplingParams
+
+    drafter = args.drafter or demo_drafter_path()
+    if drafter is None:
+        raise SystemExit("no DSpark drafter: pass --drafter DIR (or build them: sparkserve demo drafters)")
+    with open(os.path.join(drafter, "config.json")) as f:
+        gamma = int(json.load(f)["block_size"])
+    all_setups = setups(drafter, gamma, args.threshold)
+    chosen = args.setups or list(all_setups)
+    base = LLM(args.model, num_threads=args.threads)
+    prompts = mixed_prompts(base.tokenizer, 64)
+    model_dir = base.engine.config.model.model
+    del base
+    from sparkserve.train.drafter.data import target_sampling
+
+    gen = target_sampling(model_dir, temperature=args.temperature)
+    params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"], top_k=gen["top_k"],
+                            max_tokens=args.max_tokens, seed=0)
+    meta = {"model": args.model or "demo", "drafter": drafter, "gamma": gamma, "temperature": params.temperature,
+            "top_p": params.top_p, "top_k": params.top_k, "max_tokens": args.max_tokens, "repeats": args.repeats,
+            "threads": args.threads}
+    rows = []
+    for name in chosen:
+        llm = LLM(args.model, speculative_config=all_setups[name], num_threads=args.threads,
+                  max_num_seqs=max(args.concurrency))
+        rows += sweep_setup(llm, prompts, params, args.concurrency, args.repeats, name)
+        del llm
+    rows = with_ratios(rows)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "sweep.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    md = markdown(rows, meta)
+    with open(os.path.join(args.out, "sweep.md"), "w") as f:
+        f.write(md)
+    print(md)
+    print("plots:", ", ".join(plot(rows, args.out)))
+
+
+if __name__ == "__main__":
+    main()
