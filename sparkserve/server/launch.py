@@ -19,7 +19,7 @@ import sys
 
 import uvicorn
 
-from sparkserve.server.settings import ServerSettings, has_tokenizer
+from sparkserve.server.settings import ServerSettings, generation_defaults, has_tokenizer
 
 log = logging.getLogger("sparkserve.server")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -64,6 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         'Without --model the demo model uses its shipped DSpark drafter; \'{"method": "none"}\' '
                         'turns speculation off')
 
+    m.add_argument("--generation-config", default="auto", choices=("auto", "none"),
+                   help="auto: requests that omit temperature/top_p/top_k/min_p get the model's "
+                        "generation_config.json values; none: OpenAI defaults (default: %(default)s)")
+
     e = p.add_argument_group("engine limits")
     e.add_argument("--max-num-seqs", type=int, default=64, help="most sequences per step (default: %(default)s)")
     e.add_argument("--max-num-batched-tokens", type=int, default=2048,
@@ -100,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     names = tuple(args.served_model_name or ())
+    sampling_defaults = {}
+    if args.generation_config == "auto":
+        from sparkserve.assets import demo_model_path
+
+        sampling_defaults = generation_defaults(args.model or demo_model_path())
     spec = args.speculative_config
     if spec is None and args.model is None:  # the demo model speculates with its shipped DSpark drafter
         from sparkserve.assets import demo_speculative_config
@@ -118,7 +127,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
                           max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
                           shutdown_timeout_s=args.shutdown_timeout, max_n=args.max_n,
                           max_logprobs=args.max_logprobs, log_level=args.log_level,
-                          access_log=not args.disable_uvicorn_access_log, engine_kwargs=engine_kwargs)
+                          access_log=not args.disable_uvicorn_access_log, engine_kwargs=engine_kwargs,
+                          sampling_defaults=sampling_defaults)
 
 
 class DrainingServer(uvicorn.Server):
@@ -159,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"sparkserve launch: error: {e}", file=sys.stderr)
         return 2
+    if settings.sampling_defaults:
+        logging.getLogger("sparkserve.server").info(
+            "requests that omit them get the model's generation_config sampling: %s (--generation-config none "
+            "turns this off)", settings.sampling_defaults)
     from sparkserve.server.app import build_app
 
     app = build_app(settings, tokenizer)

@@ -109,6 +109,8 @@ def sampling_kwargs(req: _GenerationRequest, settings: ServerSettings, max_token
     for name in ("temperature", "top_p", "top_k", "min_p"):
         if getattr(req, name) is not None:
             kw[name] = getattr(req, name)
+        elif name in settings.sampling_defaults:
+            kw[name] = settings.sampling_defaults[name]
     if req.speculative is not None:
         kw["speculative"] = {"max_draft_tokens": req.speculative.max_draft_tokens,
                              "disable": req.speculative.disable}

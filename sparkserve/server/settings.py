@@ -29,6 +29,9 @@ class ServerSettings:
     log_level: str = "info"
     access_log: bool = True
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # request defaults for omitted sampling fields (temperature, top_p, top_k, min_p); launch fills them
+    # from the model's generation_config.json unless --generation-config none
+    sampling_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -64,3 +67,21 @@ class ServerSettings:
 
 def has_tokenizer(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, f)) for f in ("tokenizer.json", "tokenizer.model"))
+
+
+SAMPLING_DEFAULT_FIELDS = ("temperature", "top_p", "top_k", "min_p")
+
+
+def generation_defaults(model_dir: str) -> dict[str, Any]:
+    """The model's recommended sampling from ``generation_config.json`` (what a request that omits
+    them gets, as with vLLM's ``--generation-config auto``); {} if absent or ``do_sample`` is false."""
+    import json
+
+    path = os.path.join(model_dir, "generation_config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        gen = json.load(f)
+    if not isinstance(gen, dict) or gen.get("do_sample") is False:
+        return {}
+    return {k: gen[k] for k in SAMPLING_DEFAULT_FIELDS if isinstance(gen.get(k), (int, float))}
