@@ -1,7 +1,8 @@
 """`sparkserve demo drafters`: the recipe of the shipped demo drafters, one resumable pipeline.
 
     data (regenerate with the target) -> fit dspark, dflash, eagle3 (same data, same steps and batch)
-    -> calibrate dspark (STS at the demo's serving sampling) -> eval (T=1 and T=0) -> copy to assets
+    -> calibrate dspark (STS at the demo's serving sampling) -> eval (T=1 and T=0) -> ship to assets
+    (slim: without the embedding/lm_head copies of the target, see ``write_slim_drafter``)
 
 Each stage is a `sparkserve train ...` command run in this process; a finished stage leaves
 ``OUT/done-<stage>`` and is skipped on a rerun, and `fit` resumes from its newest checkpoint, so an
@@ -12,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import time
 from dataclasses import dataclass, replace
 
 from sparkserve.train.cli import add_arguments as add_train_arguments
 from sparkserve.train.cli import run as train_run
-
-SHIPPED_FILES = ("config.json", "model.safetensors", "calibration.json")
 
 
 @dataclass(frozen=True)
@@ -96,12 +94,10 @@ def build_drafters(r: DrafterRecipe, demo_dir: str, out: str, export_dir: str | 
                          "--seed", str(seed)]
            + [a for m in r.methods for a in ("--drafter", f"{m}={os.path.join(out, m)}")] + rt)
     if export_dir:
+        from sparkserve.spec.checkpoint import write_slim_drafter
+
         for m in r.methods:
-            dst = os.path.join(export_dir, "drafters", m)
-            os.makedirs(dst, exist_ok=True)
-            for name in SHIPPED_FILES:
-                if os.path.exists(os.path.join(out, m, name)):
-                    shutil.copyfile(os.path.join(out, m, name), os.path.join(dst, name))
+            write_slim_drafter(os.path.join(out, m), os.path.join(export_dir, "drafters", m))
         log(f"copied {', '.join(r.methods)} to {export_dir}/drafters")
 
 

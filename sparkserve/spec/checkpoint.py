@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import torch
 
@@ -29,6 +30,28 @@ def read_draft_config(path: str, state_keys: set[str] | None = None, method: str
         raise ValueError(f"drafter path {path!r} is not a directory")
     raw = read_config_json(file, f"no config.json in drafter directory {path!r}")
     return DraftConfig.from_dict(raw, state_keys, method, source=file)
+
+
+# -- slim checkpoints: DeepSpec key names without the frozen vocabulary tensors -----------------------
+FROZEN_VOCAB = ("embed_tokens.weight", "lm_head.weight")
+
+
+def write_slim_drafter(src: str, dst: str) -> list[str]:
+    """Copy a DeepSpec-layout drafter to ``dst`` without ``embed_tokens``/``lm_head``: training keeps
+    them frozen at the target's values (DSPARK.md §1.6), so ``load_drafter`` re-takes them from the
+    target. Saves 2 x vocab x hidden per drafter (most of a small drafter). Returns the files written."""
+    from safetensors.torch import save_file
+
+    os.makedirs(dst, exist_ok=True)
+    state = {k: v for k, v in read_state_dict(src).items() if k not in FROZEN_VOCAB}
+    save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(dst, "model.safetensors"),
+              metadata={"format": "pt", "frozen_vocab": "from_target"})
+    written = ["model.safetensors"]
+    for name in ("config.json", CALIBRATION_FILE):
+        if os.path.exists(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+            written.append(name)
+    return written
 
 
 # -- STS calibration (written by `sparkserve train calibrate`, DSPARK.md §1.8) ----------------------
@@ -132,6 +155,12 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     state = read_state_dict(path)
     dcfg = read_draft_config(path, set(state), method)
     check_against_target(dcfg, target_config, path)
+    if dcfg.kind != "zlab-dflash" and not any(k in state for k in FROZEN_VOCAB):
+        if target_model is None:
+            raise ValueError(f"{path} ships without {' / '.join(FROZEN_VOCAB)} (frozen copies of the target's): "
+                             "load it with the target model")
+        state["embed_tokens.weight"] = target_model.model.embed_tokens.weight.detach()
+        state["lm_head.weight"] = target_model.lm_head.weight.detach()
     if dcfg.model.tie_word_embeddings and "lm_head.weight" not in state and "embed_tokens.weight" in state:
         state["lm_head.weight"] = state["embed_tokens.weight"]
     cls = Eagle3DraftModel if dcfg.kind == "eagle3" else DSparkDraftModel

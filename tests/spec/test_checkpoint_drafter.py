@@ -228,3 +228,27 @@ def test_init_drafter_options():
         init_drafter("dspark", tiny_target(), out, target_layer_ids=[3])
     with pytest.raises(ValueError, match="unknown drafter method"):
         init_drafter("medusa", tiny_target(), out)
+
+
+@pytest.mark.parametrize("method", ["dspark", "dflash", "eagle3"])
+def test_slim_drafter_takes_the_frozen_vocab_from_the_target(method):
+    from sparkserve.spec.checkpoint import FROZEN_VOCAB, write_slim_drafter
+
+    target, _ = loaded_target()
+    full = copy_dir(drafter_dir(method), f"full-{method}")
+    state = load_file(os.path.join(full, "model.safetensors"))
+    state["embed_tokens.weight"] = target.model.embed_tokens.weight.detach().clone().to(state["fc.weight"].dtype)
+    state["lm_head.weight"] = target.lm_head.weight.detach().clone().to(state["fc.weight"].dtype)
+    save_file(state, os.path.join(full, "model.safetensors"))
+    slim = os.path.join(_workdir(), f"slim-{method}")
+    assert "model.safetensors" in write_slim_drafter(full, slim)
+    assert not set(FROZEN_VOCAB) & set(shapes(slim))
+    assert set(shapes(full)) - set(shapes(slim)) == set(FROZEN_VOCAB)
+    a, b = load(full).model.state_dict(), load(slim).model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if k + ".weight" not in FROZEN_VOCAB
+                                        and k not in FROZEN_VOCAB)
+    assert torch.equal(b["embed_tokens.weight"], target.model.embed_tokens.weight)  # exact, not a bf16 copy
+    assert torch.equal(b["lm_head.weight"], target.lm_head.weight)
+    assert torch.allclose(a["lm_head.weight"], b["lm_head.weight"], rtol=1e-2, atol=1e-3)
+    with pytest.raises(ValueError, match="load it with the target model"):
+        load_drafter(slim, target.config, None, method, NUM_BLOCKS, BLOCK, "cpu", torch.float32)
