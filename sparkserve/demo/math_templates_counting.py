@@ -53,7 +53,7 @@ def more_than_together(p: Problem) -> str:
     a_name, b_name, t = *p.names(2), p.thing()
     a, k = p.int(10, 45), p.int(3, 30)
     b = p.step(f"{b_name} has {k} more {t} than {a_name}", a, "+", k)
-    p.step(f"together they have", a, "+", b)
+    p.step("together they have", a, "+", b)
     return (f"{a_name} has {a} {t}. {b_name} has {k} more {t} than {a_name}. "
             f"How many {t} do they have together?")
 
@@ -63,7 +63,7 @@ def twice_together(p: Problem) -> str:
     a, m = p.int(5, 30), p.int(2, 4)
     word = {2: "twice", 3: "three times", 4: "four times"}[m]
     b = p.step(f"{b_name} has {word} as many {t} as {a_name}", a, "*", m)
-    p.step(f"together they have", a, "+", b)
+    p.step("together they have", a, "+", b)
     return (f"{a_name} has {a} {t}. {b_name} has {word} as many {t} as {a_name}. "
             f"How many {t} do they have in total?")
 

@@ -51,8 +51,8 @@ def age_later(p: Problem) -> str:
 def rectangle_perimeter(p: Problem) -> str:
     length, width = p.int(5, 40), p.int(3, 30)
     thing = p.pick(("garden", "playground", "table", "field", "room", "poster", "pool"))
-    s = p.step(f"one length plus one width is", length, "+", width)
-    p.step(f"the perimeter is twice that", s, "*", 2)
+    s = p.step("one length plus one width is", length, "+", width)
+    p.step("the perimeter is twice that", s, "*", 2)
     return (f"A rectangular {thing} is {length} meters long and {width} meters wide. "
             f"What is the perimeter of the {thing} in meters?")
 
@@ -60,7 +60,7 @@ def rectangle_perimeter(p: Problem) -> str:
 def rectangle_area(p: Problem) -> str:
     length, width = p.int(3, 9), p.int(4, 30)
     thing = p.pick(("rug", "garden", "patio", "wall", "board", "floor"))
-    p.step(f"the area is length times width", length, "*", width)
+    p.step("the area is length times width", length, "*", width)
     return (f"A rectangular {thing} is {length} meters wide and {width} meters long. "
             f"What is its area in square meters?")
 
@@ -100,7 +100,7 @@ def two_legs_distance(p: Problem) -> str:
     vehicle = p.pick(("bikes", "walks", "rides a scooter", "drives a cart", "rows a boat"))
     a = p.step(f"{n} goes {s1} km per hour for {h1} hours", s1, "*", h1)
     b = p.step(f"then {s2} km per hour for {h2} hours", s2, "*", h2)
-    p.step(f"the total distance is", a, "+", b)
+    p.step("the total distance is", a, "+", b)
     return (f"{n} {vehicle} at {s1} km per hour for {h1} hours, then at {s2} km per hour for {h2} "
             f"hours. How many kilometers does {n} travel in total?")
 
@@ -134,7 +134,7 @@ def average_score(p: Problem) -> str:
     c = 3 * avg - a - b
     game = p.pick(("games", "quizzes", "rounds", "matches"))
     s = p.step(f"the first two {game} give", a, "+", b)
-    t = p.step(f"adding the third gives", s, "+", c)
+    t = p.step("adding the third gives", s, "+", c)
     p.step(f"the average over 3 {game} is", t, "/", 3)
     return (f"{n} scored {a}, {b} and {c} points in three {game}. What is {n}'s average score?")
 
@@ -145,7 +145,7 @@ def weekly_total(p: Problem) -> str:
     act = p.pick(("minutes of piano", "pages", "push-ups", "laps in the pool", "words of a new language"))
     a = p.step(f"on 5 weekdays {n} does {weekday} {act} each day", 5, "*", weekday)
     b = p.step(f"on 2 weekend days {n} does {weekend} each day", 2, "*", weekend)
-    p.step(f"the week's total is", a, "+", b)
+    p.step("the week's total is", a, "+", b)
     return (f"{n} practices {weekday} {act} on each weekday and {weekend} {act} on each day of the "
             f"weekend. How many {act} is that in one week?")
 
@@ -157,7 +157,7 @@ def farm_legs(p: Problem) -> str:
     two = p.pick(("chickens", "ducks", "geese", "turkeys"))
     a = p.step(f"{cows} {four} with 4 legs each have", cows, "*", 4)
     b = p.step(f"{hens} {two} with 2 legs each have", hens, "*", 2)
-    p.step(f"all the animals have", a, "+", b)
+    p.step("all the animals have", a, "+", b)
     return f"{n}'s farm has {cows} {four} and {hens} {two}. How many legs do the animals have in all?"
 
 

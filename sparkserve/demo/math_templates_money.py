@@ -76,7 +76,7 @@ def tickets(p: Problem) -> str:
     place = p.pick(("zoo", "museum", "aquarium", "circus", "fair", "cinema"))
     a = p.step(f"{na} adult tickets at ${adult} each cost", na, "*", adult)
     c = p.step(f"{nc} child tickets at ${child} each cost", nc, "*", child)
-    p.step(f"all the tickets cost", a, "+", c)
+    p.step("all the tickets cost", a, "+", c)
     return (f"At the {place}, an adult ticket costs ${adult} and a child ticket costs ${child}. A family "
             f"buys {na} adult tickets and {nc} child tickets. How many dollars do they pay?")
 
@@ -86,7 +86,7 @@ def trip_costs(p: Problem) -> str:
     budget = p.int(70, 99)
     food, fuel = p.int(5, 30), p.int(5, 30)
     gifts = p.int(2, budget - food - fuel - 1)
-    a = p.step(f"food and fuel cost", food, "+", fuel)
+    a = p.step("food and fuel cost", food, "+", fuel)
     b = p.step(f"adding ${gifts} for gifts gives", a, "+", gifts)
     p.step(f"from the ${budget} budget, {n} has left", budget, "-", b)
     return (f"{n} takes ${budget} on a trip and spends ${food} on food, ${fuel} on fuel and ${gifts} on "
@@ -113,8 +113,8 @@ def shopping_change(p: Problem) -> str:
     k1, p1, k2, p2 = p.int(2, 5), p.int(2, 9), p.int(2, 5), p.int(2, 9)
     a = p.step(f"{k1} {i1s} at ${p1} each cost", k1, "*", p1)
     b = p.step(f"{k2} {i2s} at ${p2} each cost", k2, "*", p2)
-    c = p.step(f"together they cost", a, "+", b)
-    p.step(f"paying with $100 leaves", 100, "-", c)
+    c = p.step("together they cost", a, "+", b)
+    p.step("paying with $100 leaves", 100, "-", c)
     return (f"{n} buys {k1} {i1s} for ${p1} each and {k2} {i2s} for ${p2} each, and pays with a $100 "
             f"bill. How many dollars of change does {n} get?")
 

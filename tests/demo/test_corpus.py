@@ -19,7 +19,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     """Also across processes with different string-hash seeds (no set/dict-order dependence)."""
     corpus.write_corpus(corpus.build_corpus(SMALL, seed=3), str(tmp_path / "a"))
     code = ("import sys; from sparkserve.demo import corpus as c; "
-            f"c.write_corpus(c.build_corpus(c.CorpusSize(300, 60, 60), seed=3), sys.argv[1])")
+            "c.write_corpus(c.build_corpus(c.CorpusSize(300, 60, 60), seed=3), sys.argv[1])")
     env = {**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": ROOT}
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "b")], check=True, env=env)
     for split in corpus.SPLITS:

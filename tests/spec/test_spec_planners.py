@@ -1,6 +1,5 @@
 """Each verify-length planner inside the engine keeps speculation lossless: greedy equality and
 the sampled-distribution test, with a live cost table (profiled in a few seconds)."""
-import random
 
 import pytest
 

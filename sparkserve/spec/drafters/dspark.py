@@ -155,7 +155,6 @@ class DSparkProposer:
 
     @torch.inference_mode()
     def propose(self, requests: list[ProposeRequest]) -> list[DraftBlock]:
-        dcfg = self.config
         nums = [max(0, min(r.max_draft_tokens, self.num_speculative_tokens)) for r in requests]
         if not requests or max(nums) == 0:
             return [DraftBlock([], None, None) for _ in requests]
