@@ -77,3 +77,15 @@ def test_calibrate_command(tmp_path, target, random_drafter, prompt_files):
     assert cal["ece_after"][0] <= cal["ece_before"][0] + 1e-12
     llm = LLM(target, max_model_len=128, speculative_config={"method": "dspark", "model": path})
     assert llm.engine.runner.proposer.confidence_temperatures == cal["temperatures"]
+
+
+def test_cross_fitted_sts_scores_held_out_rounds():
+    from sparkserve.train.drafter.evaluate import cross_fitted_sts
+    from sparkserve.train.drafter.metrics import calibration_summary
+
+    z, v, a = synthetic_rounds([2.0, 0.6, 3.0, 1.5], num_rounds=6000, seed=1)
+    cv = cross_fitted_sts(z, v, a)
+    before = calibration_summary(z, v, a)
+    assert cv["count"] == [r["count"] for r in before["per_position"]]  # every labelled row scored once
+    assert cv["weighted"] < 0.03 < before["weighted"]["ece"]
+    assert all(e is not None and e < 0.04 for e in cv["ece"])

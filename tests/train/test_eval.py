@@ -41,6 +41,7 @@ def test_eval_writes_report(tmp_path, target, random_drafter, prompt_files):
             assert len(run["cond_accept"]) == 4 and run["cond_accept_n"][0] > 0
     cal = report["drafters"]["dspark"]["runs"]["T=1"]["calibration"]
     assert cal["before"]["count"] > 0 and cal["after"]["count"] == cal["before"]["count"]
+    assert len(cal["cross_fitted"]["ece"]) == 4 and sum(cal["cross_fitted"]["count"]) == cal["before"]["count"]
     assert "calibration" not in report["drafters"]["eagle3"]["runs"]["T=1"]
     md = open(os.path.join(out, "report.md")).read()
     assert "| drafter | demo-a | demo-b | mean |" in md and "ECE after STS" in md and "cond_accept_T0.png" in md
