@@ -26,7 +26,7 @@ class DrafterRecipe:
 
     name: str
     methods: tuple[str, ...] = ("dspark", "dflash", "eagle3")
-    num_prompts: int = 8000  # conversations drawn from the corpus train split
+    num_prompts: int = 5000  # conversations drawn from the corpus train split
     max_tokens: int = 384  # response cap when regenerating
     data_batch: int = 128
     steps: int = 1200
