@@ -19,6 +19,7 @@ class DualLayoutLinear(nn.Module):
         self.weight = nn.Parameter(linear.weight.detach(), requires_grad=False)  # [out, in]
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach(), requires_grad=False)
         self.register_buffer("weight_t", self.weight.detach().t().contiguous(), persistent=False)  # [in, out]
+        self.out_features, self.in_features = self.weight.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2 and x.shape[0] <= DUAL_LAYOUT_MAX_ROWS:
@@ -33,3 +34,16 @@ def use_dual_layout(module: nn.Module, names: tuple[str, ...]) -> None:
         child = getattr(module, name, None)
         if isinstance(child, nn.Linear):
             setattr(module, name, DualLayoutLinear(child))
+
+
+def use_dual_layout_everywhere(module: nn.Module) -> int:
+    """Replace every nn.Linear inside ``module`` with DualLayoutLinear (in place); returns how many.
+    For drafters on CPU: their sequential steps (Eagle3's chain, the Markov head) are 1-2 row
+    products at low concurrency, exactly where the [in, out] copy pays."""
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, DualLayoutLinear(child))
+                count += 1
+    return count

@@ -13,6 +13,7 @@ import shutil
 
 import torch
 
+from sparkserve.layers.linear import use_dual_layout_everywhere
 from sparkserve.models.hf_config import DecoderConfig, read_config_json
 from sparkserve.models.loader import DTYPES, read_state_dict
 from sparkserve.spec.drafters.config import DraftConfig
@@ -169,6 +170,8 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     _check_state(state, model.state_dict(), path, dcfg.kind)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=_resolve_dtype(dtype, target_model, device)).eval()
+    if device.type == "cpu":
+        use_dual_layout_everywhere(model)  # 1-2 row products (chain/Markov steps) twice as fast on CPU
     if dcfg.kind == "eagle3":
         proposer = Eagle3Proposer(model, num_blocks, block_size)
     elif dcfg.kind == "zlab-dflash":
