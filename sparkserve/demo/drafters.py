@@ -29,7 +29,7 @@ class DrafterRecipe:
     num_prompts: int = 5000  # conversations drawn from the corpus train split
     max_tokens: int = 384  # response cap when regenerating
     data_batch: int = 128
-    steps: int = 1200
+    steps: int = 400
     batch_size: int = 16  # sequences per optimizer step
     lr: float = 1e-3
     block_size: int = 7  # drafts per block (gamma); Eagle3: TTT steps
@@ -38,7 +38,7 @@ class DrafterRecipe:
     num_anchors: int = 32
     max_length: int = 512
     calib_prompts: int = 300  # validation conversations for STS
-    eval_prompts: int = 60  # per demo-*.jsonl set
+    eval_prompts: int = 40  # per demo-*.jsonl set
     eval_max_tokens: int = 192
 
 
