@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     f.add_argument("--num-anchors", type=int, default=512, help="blocks per sequence (DSpark/DFlash)")
     f.add_argument("--max-length", type=int, default=2048, help="sequences are cut to this many tokens")
     f.add_argument("--loss-decay-gamma", type=float, default=4.0)
+    f.add_argument("--loss-weights", type=float, nargs=3, default=None, metavar=("CE", "TV", "CONF"),
+                   help="DSpark loss weights (default 0.1 0.9 1.0, the paper's)")
     f.add_argument("--markov-head-type", default="vanilla", choices=["vanilla", "gated", "rnn"])
     f.add_argument("--markov-rank", type=int, default=None, help="default: min(256, vocab // 8)")
     f.add_argument("--num-layers", type=int, default=None, help="draft layers (DSpark/DFlash; default 5)")
@@ -120,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                         min_lr_ratio=args.min_lr_ratio, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
                         seed=args.seed, block_size=args.block_size, num_anchors=args.num_anchors,
                         max_length=args.max_length, loss_decay_gamma=args.loss_decay_gamma,
+                        loss_weights=tuple(args.loss_weights) if args.loss_weights else None,
                         markov_head_type=args.markov_head_type, markov_rank=args.markov_rank,
                         num_layers=args.num_layers, mask_token_id=args.mask_token_id)
         fit(cfg, args.target, args.data, args.out, init=args.init, resume=args.resume,

@@ -97,3 +97,16 @@ def test_feature_cache_matches_online(root, target, data_dir):
         feature_cache=os.path.join(root, "fcache-fit"), log=logs.append)
     assert any("MiB" in line for line in logs)
     assert os.path.exists(os.path.join(root, "fcache-fit", "manifest.json"))
+
+
+def test_loss_weights_option_resumes_and_is_validated(root, target, data_dir):
+    args = ["train", "fit", "--method", "dspark", "--target", target, "--data", data_dir, "--steps", "4",
+            "--batch-size", "4", "--block-size", "3", "--num-layers", "1", "--loss-weights", "1", "0", "1",
+            "--ckpt-every-steps", "100", "--threads", "1", "--out", os.path.join(root, "lw")]
+    assert main(args + ["--stop-after-steps", "2"]) == 0
+    assert main(args + ["--resume"]) == 0  # the tuple round-trips through the checkpoint's JSON
+    assert os.path.exists(os.path.join(root, "lw", "model.safetensors"))
+    with pytest.raises(ValueError, match="loss_weights"):
+        quick_config("dflash", loss_weights=(1.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="loss_weights"):
+        quick_config("dspark", loss_weights=(0.0, 0.0, 0.0))

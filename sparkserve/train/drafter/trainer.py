@@ -58,6 +58,7 @@ class FitConfig:
     num_anchors: int = 512
     max_length: int = 2048
     loss_decay_gamma: float = 4.0
+    loss_weights: tuple[float, float, float] | None = None  # DSpark (CE, TV-L1, confidence); None: 0.1/0.9/1.0
     step_loss_decay: float = 0.8  # Eagle3
     markov_head_type: str = "vanilla"
     markov_rank: int | None = None
@@ -69,6 +70,10 @@ class FitConfig:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if self.steps < 1 or self.batch_size < 1 or self.block_size < 1 or self.num_anchors < 1:
             raise ValueError(f"steps, batch_size, block_size and num_anchors must be >= 1: {self}")
+        if self.loss_weights is not None and (self.method != "dspark" or len(self.loss_weights) != 3
+                                              or min(self.loss_weights) < 0 or max(self.loss_weights) == 0):
+            raise ValueError(f"loss_weights are three non-negative DSpark weights (CE, TV-L1, confidence), "
+                             f"not all zero, got {self.loss_weights} for {self.method}")
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(max_steps=self.steps, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
@@ -116,7 +121,9 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
     tcfg = cfg.train_config()
     opt = make_optimizer(model, tcfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, tcfg))
-    step, comparable = 0, asdict(cfg)
+    step, comparable = 0, json.loads(json.dumps(asdict(cfg)))  # as it reads back from a checkpoint
+    if cfg.loss_weights is None:
+        comparable.pop("loss_weights")  # checkpoints written before the option existed still resume
     if latest is not None:
         state = load_checkpoint(latest, model, opt, sched)
         if state["extra"].get("fit_config") != comparable:
@@ -129,6 +136,8 @@ def fit(cfg: FitConfig, target_dir: str, data_dir: str, out_dir: str, *, init: s
     rotary = RotaryEmbedding(m.head_dim, cfg.max_length + cfg.block_size + 2, m.rope_theta,
                              m.rope_scaling).to(par.device)
     lw = LossWeights.for_method(cfg.method, cfg.loss_decay_gamma)
+    if cfg.loss_weights is not None:
+        lw = LossWeights(*cfg.loss_weights, cfg.loss_decay_gamma)
     say(f"fit {cfg.method}: {sum(p.numel() for p in params)} trainable parameters, {len(dataset)} samples "
         f"({dataset.num_tokens} tokens), global batch {cfg.batch_size} on {par.world} rank(s), "
         f"steps {step}->{cfg.steps}")
