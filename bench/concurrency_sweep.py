@@ -83,14 +83,8 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
         ax.plot([r["p50_user_tok_s"] for r in pts], [r["throughput_tok_s"] for r in pts], marker="o", label=n)
         for r in pts:
             ax.annotate(str(r["concurrency"]), (r["p50_user_tok_s"], r["throughput_tok_s"]), fontsize=6)
-    ax.set_xlabel("p50 output tok/s per user")
-    ax.set_ylabel("output tok/s (all users)")
-    ax.set_title("Throughput vs per-user speed (labels: concurrency)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    frontier = os.path.join(out_dir, "frontier.png")
-    fig.savefig(frontier, dpi=120)
+    frontier = _save(fig, ax, os.path.join(out_dir, "frontier.png"), "p50 output tok/s per user",
+                     "output tok/s (all users)", "Throughput vs per-user speed (labels: concurrency)")
     fig, ax = plt.subplots(figsize=(7, 4))
     for n in names:
         if n == "none":
@@ -98,15 +92,20 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
         pts = [r for r in rows if r["setup"] == n]
         ax.plot([r["concurrency"] for r in pts], [r["mean_verify_length"] for r in pts], marker="o", label=n)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("concurrency")
-    ax.set_ylabel("mean verified drafts per request-step")
-    ax.set_title("Verify length vs load")
+    verify = _save(fig, ax, os.path.join(out_dir, "verify_length.png"), "concurrency",
+                   "mean verified drafts per request-step", "Verify length vs load")
+    return [frontier, verify]
+
+
+def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> str:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    verify = os.path.join(out_dir, "verify_length.png")
-    fig.savefig(verify, dpi=120)
-    return [frontier, verify]
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
