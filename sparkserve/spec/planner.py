@@ -219,7 +219,9 @@ class Planner:
         self.fallback_reason[reason] += 1
         if reason not in self._logged:
             self._logged.add(reason)
-            log.warning("verify planner %r falls back (%s)", self.mode, reason)
+            # the lagged planner's first steps have no two-step-old confidences yet: expected, not a problem
+            level = logging.INFO if reason == "lagged_warmup" else logging.WARNING
+            log.log(level, "verify planner %r falls back (%s)", self.mode, reason)
 
     def __call__(self, requests: Sequence) -> list[int]:
         num_prefill, self._num_prefill_tokens = self._num_prefill_tokens, 0

@@ -38,29 +38,36 @@ def profile_step_times(run_step: Callable[[int], float], budget: int, time_limit
                        **table_kwargs) -> CostTable:
     """Measure t(B) on ``grid`` (default ``default_grid(budget)``) and return the table.
 
-    Passes run over the whole grid in ascending order, so every bucket has the same number of samples
-    whatever the time limit: one unrecorded warm-up pass (allocator, kernel autotuning, CUDA graphs),
-    then recorded passes while the next one is expected to fit in ``time_limit_s`` (up to
-    ``max_repeats``). At least one recorded pass always runs, so a limit that is too short for the grid
-    is exceeded rather than producing an empty table.
+    ``time_limit_s`` is a deadline, not a hint: an unrecorded warm-up pass (allocator, kernel
+    autotuning, CUDA graphs) for at most a quarter of it, then recorded passes over the grid in
+    ascending order (up to ``max_repeats``) while the next one is expected to fit. When the deadline
+    passes mid-pass the profile stops there, as soon as two buckets have a sample; buckets never
+    reached are left out and the table extends its last measured segment to them (a slow machine
+    gets a shorter, extrapolated table instead of a longer start; online refinement fills it in).
     """
     points = sorted({int(b) for b in (grid if grid is not None else default_grid(budget))})
     if not points or points[0] < 1:
         raise ValueError(f"profile grid must hold positive token counts, got {points}")
     start = clock()
+    deadline = start + time_limit_s
     if warmup:
         for b in points:
+            if clock() - start > 0.25 * time_limit_s:
+                break
             run_step(b)
     samples: dict[int, list[float]] = {b: [] for b in points}
-    num_passes = 0
-    while num_passes < max(max_repeats, 1):
+    need = min(2, len(points))
+    for _ in range(max(max_repeats, 1)):
         pass_start = clock()
         for b in points:
+            if clock() > deadline and sum(1 for v in samples.values() if v) >= need:
+                break
             samples[b].append(float(run_step(b)))
-        num_passes += 1
-        pass_time = clock() - pass_start
-        if clock() - start + pass_time > time_limit_s:
-            break
-    medians = [statistics.median(samples[b]) for b in points]
-    scales = [_MAD_TO_STD * statistics.median(abs(x - m) for x in samples[b]) for b, m in zip(points, medians)]
-    return CostTable(points, medians, scales, key=key, **table_kwargs)
+        else:
+            if clock() + (clock() - pass_start) <= deadline:
+                continue
+        break
+    measured = [b for b in points if samples[b]]
+    medians = [statistics.median(samples[b]) for b in measured]
+    scales = [_MAD_TO_STD * statistics.median(abs(x - m) for x in samples[b]) for b, m in zip(measured, medians)]
+    return CostTable(measured, medians, scales, key=key, **table_kwargs)

@@ -199,12 +199,28 @@ def test_profile_respects_the_time_limit_and_uses_medians():
         assert table.step_time_s(b) == pytest.approx(1e-3 + 1e-5 * b)
 
 
-def test_profile_always_records_one_pass():
+def test_profile_stops_at_the_deadline_with_two_buckets_and_extrapolates():
     clock = FakeClock(0.0)
+    calls = []
 
     def run_step(b: int) -> float:
-        clock.t += 1.0
+        calls.append(b)
+        clock.t += 1.0  # every step is far over the 0.1 s limit
         return 0.5 * b
 
     table = profile_step_times(run_step, 4, time_limit_s=0.1, clock=clock, key=KEY)
-    assert table.buckets == [1, 2, 3, 4] and table.step_times_s == [0.5, 1.0, 1.5, 2.0] and table.key == KEY
+    assert calls == [1, 1, 2]  # one warm-up step, then the two buckets a table needs
+    assert table.buckets == [1, 2] and table.step_times_s == [0.5, 1.0] and table.key == KEY
+    assert table.step_time_s(4) == pytest.approx(2.0)  # the last segment extended
+
+
+def test_profile_of_a_slow_grid_keeps_the_buckets_it_reached():
+    clock = FakeClock(0.0)
+
+    def run_step(b: int) -> float:
+        clock.t += 1e-3 * b  # B=64 alone takes 64 ms
+        return 1e-3 * b
+
+    table = profile_step_times(run_step, 64, time_limit_s=0.1, clock=clock)
+    assert 2 <= len(table.buckets) < len(default_grid(64)) and clock.t <= 0.1 + 0.064
+    assert table.step_time_s(64) == pytest.approx(0.064)
