@@ -17,7 +17,7 @@ def demo_model_path() -> str:
 
 
 DEMO_DRAFTER = "dspark"
-DEMO_VERIFY = "lagged"  # the planner sparkserve launch uses on the demo model (bench/RESULTS.md)
+DEMO_VERIFY = "lagged"  # launch default on the demo model; not yet chosen by measurement (issue 7 sweep pending)
 
 
 def demo_drafter_path(method: str = DEMO_DRAFTER) -> str | None:
