@@ -43,6 +43,11 @@ class DrafterRecipe:
     calib_prompts: int = 300  # validation conversations for STS
     eval_prompts: int = 40  # per demo-*.jsonl set
     eval_max_tokens: int = 192
+    # DSpark's loss (CE, TV, confidence). The paper's 0.1/0.9/1.0 leaves the drafter's argmax accuracy
+    # behind DFlash's at this small budget (k=1 training accuracy 0.51 vs 0.61 at step 200); weighting
+    # CE fully and dropping TV beats DFlash at every position (0.62, k=7 +40%) and in engine tau
+    # (bench/RESULTS.md, "Demo drafters", loss-mix ablation). None: `train fit`'s paper default.
+    dspark_loss_weights: tuple[float, float, float] | None = (1.0, 0.0, 1.0)
 
 
 FULL = DrafterRecipe(name="full")
@@ -86,7 +91,9 @@ def build_drafters(r: DrafterRecipe, demo_dir: str, out: str, export_dir: str | 
             "--steps", str(r.eagle3_steps if m == "eagle3" and r.eagle3_steps else r.steps),
             "--batch-size", str(r.batch_size), "--lr", str(r.lr),
             "--block-size", str(r.block_size), "--num-layers", str(r.num_layers), "--markov-rank", str(r.markov_rank),
-            "--num-anchors", str(r.num_anchors), "--max-length", str(r.max_length), "--seed", str(seed)] + rt)
+            "--num-anchors", str(r.num_anchors), "--max-length", str(r.max_length), "--seed", str(seed)]
+           + (["--loss-weights", *map(str, r.dspark_loss_weights)] if m == "dspark" and r.dspark_loss_weights else [])
+           + rt)
     if "dspark" in r.methods:
         _stage(out, "calibrate", [
             "calibrate", "--drafter", os.path.join(out, "dspark"), "--target", target,

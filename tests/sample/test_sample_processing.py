@@ -239,3 +239,20 @@ def test_sampling_tensors_repeats(repeats):
     assert t.top_k.tolist() == expected and t.top_k.dtype == torch.int64
     with pytest.raises(ValueError):
         SamplingTensors.from_metas(metas, repeats=[1])
+
+
+def test_top_k_top_p_fast_path_matches_full_sort(ref_dist):
+    """With a top-k on every row, top-p sorts only the top-k head (ties with the k-th included)."""
+    gen = torch.Generator().manual_seed(3)
+    vocab = 64
+    logits = torch.randn(8, vocab, generator=gen)
+    logits[:4, 10:20] = 3.0  # ten-way tie straddling k = 4 and k = 12: the head must grow to the tie
+    metas = [SamplingMeta(temperature=0.7, top_k=k, top_p=p) for k, p in
+             [(4, 0.8), (12, 0.9), (4, 0.3), (12, 0.99), (20, 0.8), (1, 0.5), (5, 0.95), (63, 0.6)]]
+    fast = processed_logprobs(logits, *SamplingTensors.from_metas(metas))  # every row has a top-k
+    mixed = metas + [SamplingMeta(temperature=0.7, top_p=0.8)]  # one row without: the full sort
+    full = processed_logprobs(torch.cat([logits, logits[:1]]), *SamplingTensors.from_metas(mixed))[:8]
+    for row, meta in enumerate(metas):
+        assert support(fast[row]) == support(full[row]), meta
+        ref = ref_dist(logits[row].tolist(), meta.temperature, meta.top_k, meta.top_p, meta.min_p)
+        np.testing.assert_allclose(fast[row].exp().double().numpy(), ref, atol=2e-6, rtol=1e-5)
