@@ -60,7 +60,7 @@ class SpecConfig:
     METHODS = ("none", "dspark", "dflash", "eagle3", "ngram")
     VERIFY_MODES = ("fixed", "threshold", "causal", "lagged")
     # engine-level knobs in `extra`; n-gram drafting also takes its own (max_ngram, min_ngram)
-    ENGINE_EXTRA = ("cost_profile_time_s", "cost_cache_dir", "verify_k", "verify_lag", "drift_ece_bound")
+    ENGINE_EXTRA = ("cost_profile_time_s", "cost_cache_dir", "verify_k", "verify_lag", "drift_ece_bound", "draft_gate")
     NGRAM_EXTRA = ("max_ngram", "min_ngram")
 
     def __post_init__(self) -> None:
@@ -76,6 +76,8 @@ class SpecConfig:
         unknown = sorted(set(self.extra) - set(allowed))
         if unknown:
             raise ValueError(f"unknown speculative extra key(s) {unknown}; allowed for {self.method!r}: {list(allowed)}")
+        if not isinstance(self.extra.get("draft_gate", True), bool):
+            raise ValueError(f"speculative extra draft_gate must be true or false, got {self.extra['draft_gate']!r}")
 
     @property
     def enabled(self) -> bool:

@@ -50,10 +50,20 @@ class StepPlan:
 
     seqs: list[ScheduledSeq] = field(default_factory=list)
     finished_request_ids: list[str] = field(default_factory=list)  # runner may drop their state
+    draft: bool = True  # draft the next blocks after this step (False: the draft gate turned drafting off)
 
     @property
     def num_tokens(self) -> int:
         return sum(len(s.token_ids) for s in self.seqs)
+
+    @property
+    def num_decoding(self) -> int:
+        """Sequences that emit a token and carry no prefill work (one anchor, maybe drafts)."""
+        return sum(1 for s in self.seqs if s.sample and len(s.token_ids) - s.num_draft_tokens == 1)
+
+    @property
+    def has_prefill(self) -> bool:
+        return any(len(s.token_ids) - s.num_draft_tokens > 1 or not s.sample for s in self.seqs)
 
     def __bool__(self) -> bool:
         return bool(self.seqs)

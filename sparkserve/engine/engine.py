@@ -133,6 +133,8 @@ class Engine:
     # -- the loop ---------------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
         plan = self.scheduler.schedule()
+        if self.spec_control is not None:
+            plan.draft = self.spec_control.decide_draft(plan)
         result = self.runner.execute(plan)
         verified = self.spec_control.confidences_before_update(plan, self.scheduler) if self.spec_control else ()
         updated = self.scheduler.update(plan, result)

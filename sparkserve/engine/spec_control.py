@@ -7,6 +7,7 @@ import logging
 
 from sparkserve.config import SpecConfig
 from sparkserve.spec.cost_model import CostKey, CostTable, describe_hardware
+from sparkserve.spec.draft_gate import DraftGate
 from sparkserve.spec.drift import CalibrationDrift
 from sparkserve.spec.planner import planner_from_spec
 from sparkserve.spec.profile import profile_step_times
@@ -41,7 +42,13 @@ class SpecControl:
         temps = getattr(proposer, "confidence_temperatures", None)
         self.drift = CalibrationDrift(gamma, temps, ece_bound=float(spec.extra.get("drift_ece_bound", 0.03))) \
             if getattr(proposer, "has_confidence", hasattr(proposer, "confidence_temperatures")) else None
+        # Load-aware planners also decide whether drafting pays at all (spec/draft_gate.py).
+        self.gate = DraftGate() if spec.verify in ("causal", "lagged") and spec.extra.get("draft_gate", True) else None
         self.num_steps = 0
+
+    def decide_draft(self, plan: StepPlan) -> bool:
+        """Whether the runner drafts after this step (always, without the gate)."""
+        return True if self.gate is None or not plan.seqs else self.gate.decide(plan.num_decoding)
 
     @property
     def verify_planner(self):
@@ -62,7 +69,11 @@ class SpecControl:
 
     def after_step(self, plan: StepPlan, result: StepResult, verified: list[tuple[int, list[float]]]) -> None:
         self.num_steps += 1
-        if self.cost_table is not None and plan.seqs and result.step_time_s > 0:
+        if self.gate is not None and plan.seqs:
+            emitted = sum(len(s.new_token_ids) for s in result.seqs)
+            self.gate.observe(plan.num_decoding, plan.has_prefill, emitted, result.step_time_s)
+        # the table models steps that run the drafter; a step that skipped it would teach it wrong times
+        if self.cost_table is not None and plan.seqs and plan.draft and result.step_time_s > 0:
             self.cost_table.observe(plan.num_tokens, result.step_time_s)
             if self.num_steps % 2000 == 0:
                 self.cost_table.save_cached(self.cost_root)
@@ -77,4 +88,6 @@ class SpecControl:
             out["cost_table"] = {"age_s": self.cost_table.age_s, "prediction_error": self.cost_table.prediction_error}
         if self.drift is not None:
             out["calibration"] = self.drift.stats()
+        if self.gate is not None:
+            out["draft_gate"] = self.gate.stats()
         return out

@@ -59,7 +59,7 @@ class ModelRunner:
             self._sample(plan, sampled, logits, results)
         if self.proposer is not None:
             t_draft = time.perf_counter()
-            self._draft(plan, batch, feats, sampled, results)
+            self._draft(plan, batch, feats, sampled if plan.draft else [], results)
             self.draft_time_s = time.perf_counter() - t_draft
             forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
@@ -107,7 +107,8 @@ class ModelRunner:
                 results[i].logprobs = [out.logprobs[j]]
 
     def _draft(self, plan: StepPlan, batch, feats, sampled: list[int], results: list[SeqResult]) -> None:
-        """Feed this step's target features to the drafter, then draft the next block per request."""
+        """Feed this step's target features to the drafter (always: its context cache must stay
+        whole), then draft the next block per ``sampled`` request."""
         nxt = spec_step.next_token_ids(plan, batch, results)
         self.proposer.observe(feats, batch.input_ids, batch.positions, batch.slot_mapping, nxt)
         reqs = spec_step.propose_requests(plan, sampled, results, self.gamma, self.generators)

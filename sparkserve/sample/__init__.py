@@ -12,9 +12,10 @@ from sparkserve.sample.sampler import (
     SampleOutput,
     Sampler,
     draw_from_probs,
+    draw_index,
+    draw_indices,
     draw_uniform,
     draw_uniforms,
-    race_argmax,
 )
 
 __all__ = [
@@ -24,10 +25,11 @@ __all__ = [
     "Sampler",
     "SamplingTensors",
     "draw_from_probs",
+    "draw_index",
+    "draw_indices",
     "draw_uniform",
     "draw_uniforms",
     "greedy_logprobs",
     "is_greedy",
     "processed_logprobs",
-    "race_argmax",
 ]

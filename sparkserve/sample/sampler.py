@@ -2,12 +2,13 @@
 
 Randomness (the contract the speculative verifier reuses):
 - A greedy row consumes nothing from any generator.
-- A random row makes exactly one draw, ``draw_from_probs``: the exponential race
-  ``argmax_i(w_i / E_i)`` with ``E = torch.empty(V).exponential_(generator=g)`` (fp32), i.e. the
-  Gumbel-max trick ``argmax(log w - log E)``. It returns i with probability ``w_i / sum(w)``, needs no
-  normalisation (recovered tokens can pass ``max(p - q, 0)`` as is) and never returns a zero weight.
-  Each draw takes V exponentials from the row's own generator, so a seeded request's tokens do not
-  depend on what else is in the batch.
+- A random row makes exactly one draw, ``draw_indices``: inverse-CDF sampling on the fp64
+  cumulative sum of the weights with one U[0, 1) double ``torch.rand(1, dtype=float64, generator=g)``.
+  It returns i with probability ``w_i / sum(w)`` (to fp64 rounding), needs no normalisation
+  (recovered tokens can pass ``max(p - q, 0)`` as is) and never returns a zero weight. Each draw
+  takes one value from the row's own generator, so a seeded request's tokens do not depend on what
+  else is in the batch. (An exponential race takes V exponentials per draw: 0.2 ms per 8192-vocab
+  row on this CPU, ~25 ms per step for 16 requests drafting 7 tokens; this is ~40x cheaper.)
 - ``draw_uniform``/``draw_uniforms`` take U[0, 1) values from a generator (acceptance tests).
 
 Logprobs convention ("raw", the OpenAI/vLLM default): when ``meta.logprobs`` is not None the row
@@ -26,8 +27,6 @@ from sparkserve.sample.metadata import SamplingTensors
 from sparkserve.sample.processing import GREEDY_EPS, processed_logprobs
 from sparkserve.step import SamplingMeta
 
-_TINY = torch.finfo(torch.float32).tiny  # E is clamped to this, so w / E stays finite and 0 / E is 0
-
 TokenLogprobs = tuple[float, list[tuple[int, float]]]  # (chosen logprob, [(token_id, logprob), ...])
 
 
@@ -39,11 +38,21 @@ class SampleOutput:
     logprobs: list[TokenLogprobs | None]  # [num_rows]; None where meta.logprobs is None
 
 
-def race_argmax(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Exponential race over non-negative weights [V] -> 0-dim int64 tensor (no host sync)."""
-    exp = torch.empty(weights.shape, dtype=torch.float32, device=weights.device)  # [V]
-    exp.exponential_(generator=generator).clamp_min_(_TINY)
-    return (weights.float() / exp).argmax()
+def draw_indices(weights: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+    """One index per row of non-negative weights [S, V] (no row all zero), i with probability
+    ``w_i / sum(w)``, each row with its own generator -> int64 [S] (no host sync)."""
+    cum = weights.double().cumsum(dim=-1)  # [S, V]
+    u = torch.cat([torch.rand(1, dtype=torch.float64, generator=g,
+                              device=g.device if g is not None else weights.device) for g in generators])  # [S]
+    target = (u.to(cum.device) * cum[:, -1])[:, None]  # [S, 1], in [0, total)
+    idx = torch.searchsorted(cum, target, right=True).squeeze(1)  # first i with cum_i > target
+    last_positive = weights.shape[1] - 1 - (weights > 0).flip(-1).int().argmax(dim=-1)  # [S]
+    return torch.minimum(idx, last_positive)  # guards target == total after rounding
+
+
+def draw_index(weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """``draw_indices`` of one row: weights [V] -> 0-dim int64 tensor."""
+    return draw_indices(weights[None], [generator])[0]
 
 
 def draw_from_probs(probs_row: torch.Tensor, generator: torch.Generator | None) -> int:
@@ -51,7 +60,7 @@ def draw_from_probs(probs_row: torch.Tensor, generator: torch.Generator | None) 
 
     ``generator`` must live on ``probs_row``'s device; None uses torch's default generator there.
     """
-    return int(race_argmax(probs_row, generator))
+    return int(draw_index(probs_row, generator))
 
 
 def draw_uniforms(generator: torch.Generator | None, num: int) -> torch.Tensor:
@@ -95,7 +104,7 @@ class Sampler:
         index = torch.tensor(random_rows, device=logits.device)  # [R]
         params = SamplingTensors.from_metas([metas[i] for i in random_rows], device=logits.device)
         probs = processed_logprobs(logits[index], *params).exp()  # [R, vocab]
-        drawn = torch.stack([race_argmax(probs[j], generators[i]) for j, i in enumerate(random_rows)])  # [R]
+        drawn = draw_indices(probs, [generators[i] for i in random_rows])  # [R]
         token_ids[index] = drawn
         return token_ids.tolist()
 

@@ -32,7 +32,7 @@ residual(y) / sum residual = p(y)).
 Randomness, per stochastic request, always exactly this much whatever gets accepted, so the
 generator's state after a step depends only on l:
 1. one ``draw_uniforms(generator, l)`` call: u_1..u_l (none when l = 0);
-2. one exponential race ``race_argmax(weights, generator)`` (V exponentials) for the recovered or
+2. one inverse-CDF draw ``draw_indices(weights, generators)`` (one U[0, 1) double) for the recovered or
    bonus token.
 In a batch, step 1 runs for every request in batch order, then step 2 in batch order; with one
 generator per request (``RequestGenerators``) a request's output therefore does not depend on its
@@ -49,7 +49,7 @@ from typing import Sequence
 
 import torch
 
-from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_uniforms, processed_logprobs, race_argmax
+from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_uniforms, processed_logprobs, draw_indices
 from sparkserve.sample.sampler import TokenLogprobs
 from sparkserve.spec.types import DraftBlock
 from sparkserve.step import SamplingMeta
@@ -190,7 +190,7 @@ def _accept_mask(inputs, starts, greedy, probs, argmax, device) -> list[bool]:
 
 
 def _final_tokens(inputs, starts, num_accepted, greedy, probs, argmax, device) -> list[int]:
-    """The recovered or bonus token of every request [B]; one race per stochastic request, in order."""
+    """The recovered or bonus token of every request [B]; one draw per stochastic request, in order."""
     tokens = torch.empty(len(inputs), dtype=torch.long, device=device)  # [B]
     rows = [starts[i] + a for i, a in enumerate(num_accepted)]  # [B], the row that emits it
     greedy_idx = [i for i, g in enumerate(greedy) if g]
@@ -218,8 +218,8 @@ def _final_tokens(inputs, starts, num_accepted, greedy, probs, argmax, device) -
             q[torch.tensor(one_hot, device=device), torch.tensor(one_hot_ids, device=device)] = 1.0
         residual = (p - q).clamp_min_(0.0)  # [S, V]; one-hot q: p with the draft zeroed
         weights = torch.where(residual.sum(dim=-1, keepdim=True) > 0, residual, p)  # p == q: fall back to p
-        drawn = [race_argmax(weights[j], inputs[i].generator) for j, i in enumerate(stoch)]  # [S] 0-dim
-        tokens[torch.tensor(stoch, device=device)] = torch.stack(drawn)
+        drawn = draw_indices(weights, [inputs[i].generator for i in stoch])  # [S]
+        tokens[torch.tensor(stoch, device=device)] = drawn
     return tokens.tolist()  # one host sync
 
 

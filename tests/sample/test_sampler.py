@@ -128,11 +128,11 @@ def test_draw_from_probs_unnormalised_and_zero_weights():
     assert draw_from_probs(torch.tensor([0.0, 0.0, 1e-30]), gen) == 2
 
 
-def test_draw_from_probs_consumes_one_block_per_draw():
+def test_draw_from_probs_consumes_one_double_per_draw():
     a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
     probs = torch.softmax(torch.randn(VOCAB), -1)
     draw_from_probs(probs, a)
-    torch.empty(VOCAB).exponential_(generator=b)
+    torch.rand(1, dtype=torch.float64, generator=b)
     assert torch.equal(a.get_state(), b.get_state())
 
 
@@ -144,3 +144,19 @@ def test_draw_uniform():
     many = draw_uniforms(torch.Generator().manual_seed(8), 200)
     assert many.shape == (200,) and many.dtype == torch.float32
     assert 0.4 < float(many.mean()) < 0.6
+
+
+def test_draw_indices_inverse_cdf_edges():
+    """Zero weights are never drawn (also at either end), unnormalised weights are fine, rows use
+    their own generators."""
+    from sparkserve.sample import draw_indices
+
+    w = torch.tensor([[0.0, 2.0, 0.0, 6.0, 0.0], [5.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    counts = torch.zeros(3, 5)
+    for seed in range(2000):
+        gens = [torch.Generator().manual_seed(seed * 3 + r) for r in range(3)]
+        idx = draw_indices(w, gens)
+        counts[torch.arange(3), idx] += 1
+    assert counts[w == 0].sum() == 0
+    assert counts[1, 0] == counts[2, 4] == 2000
+    assert abs(counts[0, 3] / 2000 - 0.75) < 0.04

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn.functional import linear
 
-from sparkserve.sample import race_argmax
+from sparkserve.sample import draw_index
 from sparkserve.spec.checkpoint import load_drafter
 from tests.spec.drafter_fixtures import (
     BLOCK,
@@ -87,7 +87,7 @@ def reference_block(sd: dict, dcfg, feats: torch.Tensor, anchor: int, embed: tor
         else:
             q = torch.softmax(z / temperature, -1)
             probs.append(q)
-            tok = int(race_argmax(q, gen))
+            tok = int(draw_index(q, gen))
         tokens.append(tok)
         prev = tok
     return tokens, (torch.stack(probs) if probs else None), (confs or None)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.nn.functional import linear
 
-from sparkserve.sample import race_argmax
+from sparkserve.sample import draw_index
 from sparkserve.spec.checkpoint import load_drafter
 from tests.spec.drafter_fixtures import (
     BLOCK,
@@ -65,7 +65,7 @@ def reference_chain(sd, dcfg, feats, tokens, temperature, seed, num):
         else:
             p = torch.softmax(z / temperature, -1)
             probs.append(p)
-            tok = int(race_argmax(p, gen))
+            tok = int(draw_index(p, gen))
         drafts.append(tok)
     return drafts, (torch.stack(probs) if probs else None)
 

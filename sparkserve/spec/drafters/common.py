@@ -9,7 +9,7 @@ Paged layout (as the target's, ``attention/torch_backend.py``): per draft layer 
 Drafting distribution (DSPARK.md §4, DeepSpec's convention): a request with temperature
 T >= GREEDY_EPS draws each draft from ``q = softmax(z / T)`` in fp32, with no top-k/top-p/min-p
 (any q is lossless as long as it is the one drafts were drawn from), using the request's generator
-and ``race_argmax`` (the sampler's draw); q is returned as ``DraftBlock.probs``. A greedy request
+and ``draw_indices`` (the sampler's draw); q is returned as ``DraftBlock.probs``. A greedy request
 takes ``argmax z`` and gets ``probs=None`` (deterministic drafts, verified as one-hot q).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from torch import nn
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding, _rotate
 from sparkserve.models.hf_config import DecoderConfig
-from sparkserve.sample import GREEDY_EPS, race_argmax
+from sparkserve.sample import GREEDY_EPS, draw_indices
 from sparkserve.spec.types import ProposeRequest
 
 
@@ -148,8 +148,8 @@ def draw_drafts(logits: torch.Tensor, requests: list[ProposeRequest], greedy: to
     temps = torch.tensor([requests[r].sampling.temperature for r in range(len(requests))],
                          dtype=torch.float32, device=logits.device).clamp_min(GREEDY_EPS)  # [R]
     probs = torch.softmax(logits.float() / temps[:, None], dim=-1)  # [R, V]
-    drawn = torch.stack([race_argmax(probs[r], requests[r].generator) for r in sampled])
-    tokens[torch.tensor(sampled, device=logits.device)] = drawn
+    index = torch.tensor(sampled, device=logits.device)
+    tokens[index] = draw_indices(probs[index], [requests[r].generator for r in sampled])
     return tokens, probs
 
 
