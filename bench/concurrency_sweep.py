@@ -4,7 +4,7 @@
         [--repeats 3] [--max-tokens 96] [--out bench/results/concurrency_sweep]
 
 For each setup (no speculation; DSpark verifying a fixed k = 1, 3 or gamma drafts; DSpark with the
-threshold, causal and lagged planners) and each concurrency c, c closed-loop clients keep one request
+threshold, causal and lagged planners, the last two with and without the draft gate) and each concurrency c, c closed-loop clients keep one request
 each in flight (prompts cycled from demo-math, demo-code and demo-chat, mixed) until max(2c, 16)
 requests have finished; repeated ``--repeats`` times, medians reported. One engine per setup, all in
 one process, one after another, so every ratio compares runs on the same machine state.
@@ -36,6 +36,9 @@ def setups(drafter: str, gamma: int, threshold: float) -> dict[str, dict | None]
     out["threshold"] = {**base, "verify": "threshold", "confidence_threshold": threshold}
     out["causal"] = {**base, "verify": "causal"}
     out["lagged"] = {**base, "verify": "lagged"}
+    # the planners alone, drafting on every step (the draft gate off: spec/draft_gate.py)
+    out["causal-nogate"] = {**base, "verify": "causal", "extra": {"draft_gate": False}}
+    out["lagged-nogate"] = {**base, "verify": "lagged", "extra": {"draft_gate": False}}
     return out
 
 
