@@ -73,6 +73,9 @@ class Metrics:
                                       "Recent mean relative error of predicted step time")
         self.calibration_ece = gauge("spec_decode_calibration_ece", "Confidence calibration error (ECE, window)")
         self.calibration_refits = counter("spec_decode_calibration_refits", "Online STS temperature refits")
+        self.gate_steps = counter("spec_decode_draft_gate_steps", "Steps the draft gate decided on")
+        self.gate_plain_steps = counter("spec_decode_draft_gate_plain_steps",
+                                        "Steps the draft gate ran without drafting (drafting did not pay)")
         self._fallback = Counter(PREFIX + "spec_decode_scheduler_fallback", "Verify planner fallbacks by reason",
                                  ["model_name", "reason"], registry=r)
 
@@ -117,6 +120,10 @@ class Metrics:
             old = (last.get("calibration") or {}).get("num_refits", 0)
             if cal.get("num_refits", 0) > old:
                 self.calibration_refits.inc(cal["num_refits"] - old)
+        gate, old_gate = counters.get("draft_gate") or {}, last.get("draft_gate") or {}
+        for key, metric in (("num_steps", self.gate_steps), ("num_plain_steps", self.gate_plain_steps)):
+            if gate.get(key, 0) > old_gate.get(key, 0):
+                metric.inc(gate[key] - old_gate.get(key, 0))
         reasons = (counters.get("planner") or {}).get("fallback_reason") or {}
         old_reasons = ((last.get("planner") or {}).get("fallback_reason")) or {}
         for reason, n in reasons.items():

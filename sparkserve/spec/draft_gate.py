@@ -100,4 +100,4 @@ class DraftGate:
     def stats(self) -> dict:
         """For /metrics: the share of steps that drafted, and each bucket's rates."""
         return {"num_steps": self.num_steps, "num_plain_steps": self.num_plain_steps,
-                "buckets": {n: {SPEC: b.mean(SPEC), PLAIN: b.mean(PLAIN)} for n, b in sorted(self.buckets.items())}}
+                "buckets": {str(n): {SPEC: b.mean(SPEC), PLAIN: b.mean(PLAIN)} for n, b in sorted(self.buckets.items())}}

@@ -49,7 +49,7 @@ def test_buckets_are_independent_and_prefill_steps_do_not_count():
     run_steps(gate, 40, spec_rate=50.0, plain_rate=100.0, num_decoding=1)
     run_steps(gate, 40, spec_rate=300.0, plain_rate=100.0, num_decoding=32)
     buckets = gate.stats()["buckets"]
-    assert buckets[1]["spec"] < buckets[1]["plain"] and buckets[32]["spec"] > buckets[32]["plain"]
+    assert buckets["1"]["spec"] < buckets["1"]["plain"] and buckets["32"]["spec"] > buckets["32"]["plain"]
     before = dict(gate.buckets[1].rates)
     gate.decide(1)
     gate.observe(1, True, 1000, 0.001)  # a prefill step: ignored
