@@ -116,7 +116,31 @@ def markdown(rows: list[dict], meta: dict) -> str:
             "tok/s vs none"]
     body = [[r["setup"], r["concurrency"], r["throughput_tok_s"], r["p50_user_tok_s"], r["mean_verify_length"],
              r["tau"], r["user_vs_none"], r["throughput_vs_none"]] for r in rows]
-    return f"Setup: `{json.dumps(meta)}`\n\n" + print_table(head, body, echo=False) + "\n"
+    return (f"Setup: `{json.dumps(meta)}`\n\n" + print_table(head, body, echo=False) + "\n\n"
+            + goals(rows) + "\n")
+
+
+def goals(rows: list[dict]) -> str:
+    """The issue's goals per concurrency: each scheduled setup's p50 tok/s/user against no speculation
+    and against the best fixed-k setup at that concurrency."""
+    by_c: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        by_c.setdefault(r["concurrency"], {})[r["setup"]] = r
+    scheduled = [n for n in ("causal", "lagged", "causal-nogate", "lagged-nogate") if any(n in v for v in by_c.values())]
+    head = ["c", "best fixed-k (tok/s/user)"] + [f"{n} vs none" for n in scheduled] + \
+        [f"{n} vs best fixed" for n in scheduled]
+    body = []
+    for c, setups in sorted(by_c.items()):
+        fixed = [r for n, r in setups.items() if n.startswith("fixed-")]
+        best = max(fixed, key=lambda r: r["p50_user_tok_s"]) if fixed else None
+        none = setups.get("none")
+        line = [c, f"{best['setup']} ({best['p50_user_tok_s']:.1f})" if best else "-"]
+        line += [setups[n]["p50_user_tok_s"] / none["p50_user_tok_s"] if n in setups and none else float("nan")
+                 for n in scheduled]
+        line += [setups[n]["p50_user_tok_s"] / best["p50_user_tok_s"] if n in setups and best else float("nan")
+                 for n in scheduled]
+        body.append(line)
+    return "Goals (ratios of p50 tok/s/user):\n\n" + print_table(head, body, echo=False)
 
 
 def main(argv=None) -> None:
@@ -133,7 +157,12 @@ def main(argv=None) -> None:
     ap.add_argument("--threshold", type=float, default=0.5, help="confidence cut of the threshold planner")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=os.path.join("bench", "results", "concurrency_sweep"))
+    ap.add_argument("--render", action="store_true", help="only re-render sweep.md and the plots from OUT/sweep.json")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(os.path.join(args.out, "sweep.json")) as f:
+            saved = json.load(f)
+        return write_outputs(saved["rows"], saved["meta"], args.out)
     from sparkserve import LLM, SamplingParams
 
     drafter = args.drafter or demo_drafter_path()
@@ -165,11 +194,15 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    write_outputs(rows, meta, args.out)
+
+
+def write_outputs(rows: list[dict], meta: dict, out_dir: str) -> None:
     md = markdown(rows, meta)
-    with open(os.path.join(args.out, "sweep.md"), "w") as f:
+    with open(os.path.join(out_dir, "sweep.md"), "w") as f:
         f.write(md)
     print(md)
-    print("plots:", ", ".join(plot(rows, args.out)))
+    print("plots:", ", ".join(plot(rows, out_dir)))
 
 
 if __name__ == "__main__":
