@@ -158,6 +158,9 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=os.path.join("bench", "results", "concurrency_sweep"))
     ap.add_argument("--render", action="store_true", help="only re-render sweep.md and the plots from OUT/sweep.json")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace the rows of the setups run now in OUT/sweep.json, keep the others "
+                    "(rerun 'none' with them: ratios are then taken within this run)")
     args = ap.parse_args(argv)
     if args.render:
         with open(os.path.join(args.out, "sweep.json")) as f:
@@ -190,6 +193,11 @@ def main(argv=None) -> None:
                   max_num_seqs=max(args.concurrency))
         rows += sweep_setup(llm, prompts, params, args.concurrency, args.repeats, name)
         del llm
+    if args.merge and os.path.exists(os.path.join(args.out, "sweep.json")):
+        with open(os.path.join(args.out, "sweep.json")) as f:
+            saved = json.load(f)
+        meta = {**saved["meta"], "merged": sorted(set(saved["meta"].get("merged", [])) | set(chosen))}
+        rows = [r for r in saved["rows"] if r["setup"] not in chosen] + rows
     rows = with_ratios(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:

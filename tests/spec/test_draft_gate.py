@@ -40,7 +40,7 @@ def test_keeps_drafting_when_spec_is_faster():
 def test_flips_back_when_speculation_starts_to_pay():
     gate = DraftGate(window=3, min_samples=2, probe_every=16, probe_steps=2)
     assert run_steps(gate, 60, spec_rate=50.0, plain_rate=100.0)[-40:].count(False) >= 32  # off
-    decisions = run_steps(gate, 80, spec_rate=200.0, plain_rate=100.0)
+    decisions = run_steps(gate, 140, spec_rate=200.0, plain_rate=100.0)
     assert decisions[-40:].count(True) >= 32  # back on after the next probe
 
 
@@ -59,3 +59,15 @@ def test_buckets_are_independent_and_prefill_steps_do_not_count():
 def test_rejects_bad_settings():
     with pytest.raises(ValueError):
         DraftGate(window=2, min_samples=3)
+
+
+def test_confirming_probes_back_off_and_a_flip_resets_the_interval():
+    gate = DraftGate(window=3, min_samples=2, probe_every=8, probe_steps=2, max_probe_every=64)
+    decisions = run_steps(gate, 400, spec_rate=50.0, plain_rate=100.0)
+    spec_runs = [i for i in range(1, len(decisions)) if decisions[i] and not decisions[i - 1]]  # probe starts
+    gaps = [b - a for a, b in zip(spec_runs, spec_runs[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] > 3 * gaps[0]  # the interval grows...
+    assert gate.buckets[4].interval == 64  # ...up to its cap
+    after = run_steps(gate, 200, spec_rate=200.0, plain_rate=100.0)  # the next probe flips it...
+    plain_probes = [i for i in range(1, len(after)) if not after[i] and after[i - 1]]
+    assert after[-1] and 1 <= plain_probes[1] - plain_probes[0] <= 8 + 4  # ...and the interval restarts at 8
