@@ -198,6 +198,8 @@ def main(argv=None) -> None:
             saved = json.load(f)
         meta = {**saved["meta"], "merged": sorted(set(saved["meta"].get("merged", [])) | set(chosen))}
         rows = [r for r in saved["rows"] if r["setup"] not in chosen] + rows
+        order = {name: i for i, name in enumerate(all_setups)}
+        rows.sort(key=lambda r: (order.get(r["setup"], len(order)), r["concurrency"]))
     rows = with_ratios(rows)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "sweep.json"), "w") as f:
