@@ -12,6 +12,7 @@ from sparkserve.attention.registry import get_backend
 from sparkserve.runner import spec_step
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
+from sparkserve.runner.observe_buffer import ObserveBuffer
 from sparkserve.sample import RequestGenerators, Sampler
 from sparkserve.spec.types import DraftBlock
 from sparkserve.step import SamplingMeta, ScheduledSeq, SeqResult, StepPlan, StepResult
@@ -34,6 +35,7 @@ class ModelRunner:
         self.gamma = num_speculative_tokens if proposer is not None else 0
         self.capture_ids = tuple(getattr(proposer, "target_layer_ids", ())) if proposer is not None else ()
         self.draft_blocks: dict[str, DraftBlock] = {}
+        self.observe_buffer = ObserveBuffer(proposer) if proposer is not None else None
         self.draft_time_s = 0.0
 
     @torch.inference_mode()
@@ -59,7 +61,7 @@ class ModelRunner:
             self._sample(plan, sampled, logits, results)
         if self.proposer is not None:
             t_draft = time.perf_counter()
-            self._draft(plan, batch, feats, sampled if plan.draft else [], results)
+            self._draft(plan, batch, feats, sampled, results)
             self.draft_time_s = time.perf_counter() - t_draft
             forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
@@ -107,10 +109,14 @@ class ModelRunner:
                 results[i].logprobs = [out.logprobs[j]]
 
     def _draft(self, plan: StepPlan, batch, feats, sampled: list[int], results: list[SeqResult]) -> None:
-        """Feed this step's target features to the drafter (always: its context cache must stay
-        whole), then draft the next block per ``sampled`` request."""
+        """Feed this step's target features to the drafter, then draft the next block per request.
+        Without ``plan.draft`` (the draft gate) the features wait in ``observe_buffer`` until the
+        next drafting step: the drafter's context cache must stay whole, but it is read only then."""
         nxt = spec_step.next_token_ids(plan, batch, results)
-        self.proposer.observe(feats, batch.input_ids, batch.positions, batch.slot_mapping, nxt)
+        self.observe_buffer.defer(feats, batch.input_ids, batch.positions, batch.slot_mapping, nxt)
+        if not plan.draft:
+            return
+        self.observe_buffer.flush()
         reqs = spec_step.propose_requests(plan, sampled, results, self.gamma, self.generators)
         if not reqs:
             return
