@@ -4,10 +4,12 @@
         [--repeats 3] [--max-tokens 96] [--out bench/results/concurrency_sweep]
 
 For each setup (no speculation; DSpark verifying a fixed k = 1, 3 or gamma drafts; DSpark with the
-threshold, causal and lagged planners, the last two with and without the draft gate) and each concurrency c, c closed-loop clients keep one request
-each in flight (prompts cycled from demo-math, demo-code and demo-chat, mixed) until max(2c, 16)
-requests have finished; repeated ``--repeats`` times, medians reported. One engine per setup, all in
-one process, one after another, so every ratio compares runs on the same machine state.
+threshold, causal and lagged planners, the last two with and without the draft gate) and each
+concurrency c, c closed-loop clients keep one request each in flight (prompts cycled from
+demo-math, demo-code and demo-chat, mixed) until max(2c, 16)
+requests have finished; repeated ``--repeats`` times, medians reported. One engine per setup, all
+alive in one process, and the runs interleave (per concurrency and repeat, each setup in turn), so
+every ratio compares runs taken minutes apart at most on the same machine state.
 
 Writes ``sweep.json``, ``sweep.md`` (table + ratios vs no speculation), ``frontier.png`` (output
 tok/s vs p50 tok/s/user, Figure 7) and ``verify_length.png`` (mean verify length vs c, Figure 8).
@@ -48,20 +50,31 @@ def mixed_prompts(tokenizer, per_set: int) -> list[str]:
     return [tokenizer.apply_chat_template([{"role": "user", "content": p}]) for p in mixed]
 
 
-def sweep_setup(llm, prompts, params, concurrency: list[int], repeats: int, name: str) -> list[dict]:
+def sweep(engines: dict, prompts, params, concurrency: list[int], repeats: int) -> list[dict]:
+    """Interleaved: for each concurrency and repeat, every setup runs once in turn, so slow drift of
+    the machine's speed (±20% over minutes on this shared VM) lands on all setups alike."""
     rows = []
     for c in concurrency:
-        runs = [run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16)) for _ in range(repeats)]
-        row = {"setup": name, "concurrency": c,
-               "throughput_tok_s": statistics.median(r.throughput for r in runs),
-               "p50_user_tok_s": statistics.median(r.p50_user_tok_s for r in runs),
-               "mean_verify_length": statistics.median(r.mean_verify_length for r in runs),
-               "tau": statistics.median(r.mean_acceptance_length for r in runs),
-               "runs": [{"throughput_tok_s": r.throughput, "p50_user_tok_s": r.p50_user_tok_s} for r in runs]}
-        rows.append(row)
-        print(f"{name:>10} c={c:<3d} {row['throughput_tok_s']:8.1f} tok/s  {row['p50_user_tok_s']:7.1f} tok/s/user  "
-              f"verify {row['mean_verify_length']:.2f}  tau {row['tau']:.2f}", flush=True)
-    return rows
+        runs: dict[str, list] = {name: [] for name in engines}
+        for _ in range(repeats):
+            for name, llm in engines.items():
+                runs[name].append(run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16)))
+        rows += [summarise(name, c, runs[name]) for name in engines]
+    order = list(engines)
+    return sorted(rows, key=lambda r: (order.index(r["setup"]), r["concurrency"]))
+
+
+def summarise(name: str, c: int, runs: list) -> dict:
+    """Medians over the repeats of one setup at one concurrency."""
+    row = {"setup": name, "concurrency": c,
+           "throughput_tok_s": statistics.median(r.throughput for r in runs),
+           "p50_user_tok_s": statistics.median(r.p50_user_tok_s for r in runs),
+           "mean_verify_length": statistics.median(r.mean_verify_length for r in runs),
+           "tau": statistics.median(r.mean_acceptance_length for r in runs),
+           "runs": [{"throughput_tok_s": r.throughput, "p50_user_tok_s": r.p50_user_tok_s} for r in runs]}
+    print(f"{name:>13} c={c:<3d} {row['throughput_tok_s']:8.1f} tok/s  {row['p50_user_tok_s']:7.1f} tok/s/user  "
+          f"verify {row['mean_verify_length']:.2f}  tau {row['tau']:.2f}", flush=True)
+    return row
 
 
 def with_ratios(rows: list[dict]) -> list[dict]:
@@ -156,6 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--temperature", type=float, default=None, help="default: the model's generation_config")
     ap.add_argument("--threshold", type=float, default=0.5, help="confidence cut of the threshold planner")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--kv-cache-bytes", type=int, default=512 << 20, help="per engine (they are all alive at once)")
     ap.add_argument("--out", default=os.path.join("bench", "results", "concurrency_sweep"))
     ap.add_argument("--render", action="store_true", help="only re-render sweep.md and the plots from OUT/sweep.json")
     ap.add_argument("--merge", action="store_true",
@@ -187,12 +201,11 @@ def main(argv=None) -> None:
     meta = {"model": args.model or "demo", "drafter": drafter, "gamma": gamma, "temperature": params.temperature,
             "top_p": params.top_p, "top_k": params.top_k, "max_tokens": args.max_tokens, "repeats": args.repeats,
             "threads": args.threads}
-    rows = []
-    for name in chosen:
-        llm = LLM(args.model, speculative_config=all_setups[name], num_threads=args.threads,
-                  max_num_seqs=max(args.concurrency))
-        rows += sweep_setup(llm, prompts, params, args.concurrency, args.repeats, name)
-        del llm
+    engines = {name: LLM(args.model, speculative_config=all_setups[name], num_threads=args.threads,
+                         max_num_seqs=max(args.concurrency), kv_cache_memory_bytes=args.kv_cache_bytes)
+               for name in chosen}  # all alive at once: the runs interleave
+    rows = sweep(engines, prompts, params, args.concurrency, args.repeats)
+    del engines
     if args.merge and os.path.exists(os.path.join(args.out, "sweep.json")):
         with open(os.path.join(args.out, "sweep.json")) as f:
             saved = json.load(f)
