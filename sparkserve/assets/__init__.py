@@ -17,7 +17,10 @@ def demo_model_path() -> str:
 
 
 DEMO_DRAFTER = "dspark"
-DEMO_VERIFY = "lagged"  # launch default on the demo model; not yet chosen by measurement (issue 7 sweep pending)
+# launch default on the demo model, chosen by bench/concurrency_sweep.py (bench/RESULTS.md, issue 7):
+# interleaved on this CPU, lagged ran at 0.90-1.04x no speculation over c = 1..64 (mean 0.98), causal
+# at 0.74-1.05x (mean 0.96); both 1.4-2.0x the best fixed verify length.
+DEMO_VERIFY = "lagged"
 
 
 def demo_drafter_path(method: str = DEMO_DRAFTER) -> str | None:
