@@ -93,10 +93,12 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["setup"] for r in rows))
+    color = {n: f"C{i % 10}" for i, n in enumerate(names)}  # one colour per setup in both plots
     fig, ax = plt.subplots(figsize=(7, 5))
     for n in names:
         pts = [r for r in rows if r["setup"] == n]
-        ax.plot([r["p50_user_tok_s"] for r in pts], [r["throughput_tok_s"] for r in pts], marker="o", label=n)
+        ax.plot([r["p50_user_tok_s"] for r in pts], [r["throughput_tok_s"] for r in pts], marker="o", label=n,
+                color=color[n])
         for r in pts:
             ax.annotate(str(r["concurrency"]), (r["p50_user_tok_s"], r["throughput_tok_s"]), fontsize=6)
     frontier = _save(fig, ax, os.path.join(out_dir, "frontier.png"), "p50 output tok/s per user",
@@ -106,7 +108,8 @@ def plot(rows: list[dict], out_dir: str) -> list[str]:
         if n == "none":
             continue
         pts = [r for r in rows if r["setup"] == n]
-        ax.plot([r["concurrency"] for r in pts], [r["mean_verify_length"] for r in pts], marker="o", label=n)
+        ax.plot([r["concurrency"] for r in pts], [r["mean_verify_length"] for r in pts], marker="o", label=n,
+                color=color[n])
     ax.set_xscale("log", base=2)
     verify = _save(fig, ax, os.path.join(out_dir, "verify_length.png"), "concurrency",
                    "mean verified drafts per request-step", "Verify length vs load")
