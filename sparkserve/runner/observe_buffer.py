@@ -37,11 +37,12 @@ class ObserveBuffer:
         if not self._parts:
             return
         parts, self._parts, self._rows = self._parts, [], 0
-        cols = [torch.cat(c) if len(parts) > 1 else c[0] for c in zip(*parts)]
-        if len(parts) > 1:
-            keep = newest_row_per_slot(cols[3])
-            cols = [c[keep] for c in cols]
-        self.proposer.observe(*cols)
+        if len(parts) == 1:  # the drafting steps' case: nothing waited
+            self.proposer.observe(*parts[0])
+            return
+        cols = [torch.cat(c) for c in zip(*parts)]  # features, input_ids, positions, slots, next ids
+        keep = newest_row_per_slot(cols[3])
+        self.proposer.observe(*(c[keep] for c in cols))
 
     def __len__(self) -> int:
         return self._rows

@@ -15,9 +15,9 @@ draft at all. The gate measures that instead of guessing.
   ``min_samples`` of both, it measures the one it lacks (spec first). After ``probe_every`` steps
   in one mode it runs ``probe_steps`` steps of the other (plus one to switch), so a change in
   acceptance or machine speed can flip the choice back. A probe that confirms the choice doubles the
-  bucket's interval (up to ``max_probe_every``); one that flips it resets the interval. A probe of a
-  mode that costs 3x is 10% of the steps at interval 96 (measured on the sweep: the gated planners ran
-  at 0.82-0.97x plain decoding), and under 1% once the interval has grown.
+  bucket's interval (up to ``max_probe_every``); one that flips it resets the interval. Probing a
+  mode that costs 3x every 96 steps costs ~10% (without back-off the demo sweep's gated planners ran
+  at 0.70-1.14x plain decoding; with it, lagged at 0.90-1.04x), under 1% once the interval has grown.
 
 Lossless by construction: a step without drafts is plain decoding (verify length 0). Seeded sampled
 outputs then depend on the gate's choices (the drafter draws from the request's generator), as they
@@ -111,6 +111,6 @@ class DraftGate:
         b.rates.setdefault(mode, deque(maxlen=self.window)).append(num_emitted / step_time_s)
 
     def stats(self) -> dict:
-        """For /metrics: the share of steps that drafted, and each bucket's rates."""
+        """For /metrics: steps decided and steps without drafting, and each bucket's mean rates."""
         return {"num_steps": self.num_steps, "num_plain_steps": self.num_plain_steps,
                 "buckets": {str(n): {SPEC: b.mean(SPEC), PLAIN: b.mean(PLAIN)} for n, b in sorted(self.buckets.items())}}

@@ -49,7 +49,7 @@ from typing import Sequence
 
 import torch
 
-from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_uniforms, processed_logprobs, draw_indices
+from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_indices, draw_uniforms, processed_logprobs
 from sparkserve.sample.sampler import TokenLogprobs
 from sparkserve.spec.types import DraftBlock
 from sparkserve.step import SamplingMeta
