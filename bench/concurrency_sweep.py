@@ -38,7 +38,7 @@ def setups(drafter: str, gamma: int, threshold: float) -> dict[str, dict | None]
     out["threshold"] = {**base, "verify": "threshold", "confidence_threshold": threshold}
     out["causal"] = {**base, "verify": "causal"}
     out["lagged"] = {**base, "verify": "lagged"}
-    # the planners alone, drafting on every step (the draft gate off: spec/draft_gate.py)
+    # the planners alone, drafting on every step (the draft gate off: spec_decode/draft_gate.py)
     out["causal-nogate"] = {**base, "verify": "causal", "extra": {"draft_gate": False}}
     out["lagged-nogate"] = {**base, "verify": "lagged", "extra": {"draft_gate": False}}
     return out

@@ -14,9 +14,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("sparkserve.server.launch", "serve a model over an OpenAI-compatible HTTP API"),
     "demo": ("sparkserve.demo.__main__", "build the embedded demo model from local sources (corpus, tokenizer, LM)"),
-    "drafter": ("sparkserve.spec.cli", "write drafter checkpoints (random init for tests and training)"),
+    "drafter": ("sparkserve.tools.drafter_cli", "write drafter checkpoints (random init for tests and training)"),
     "train": ("sparkserve.train.cli", "drafter toolchain: regenerate data, fit, calibrate (STS), evaluate"),
-    "profile": ("sparkserve.spec.profile_cli", "measure and cache the step-time curve SPS(B) the verify planner uses"),
+    "profile": ("sparkserve.tools.profile_cli", "measure and cache the step-time curve SPS(B) the verify planner uses"),
 }
 
 

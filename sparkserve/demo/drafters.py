@@ -105,7 +105,7 @@ def build_drafters(r: DrafterRecipe, demo_dir: str, out: str, export_dir: str | 
                          "--seed", str(seed)]
            + [a for m in r.methods for a in ("--drafter", f"{m}={os.path.join(out, m)}")] + rt)
     if export_dir:
-        from sparkserve.spec.checkpoint import write_slim_drafter
+        from sparkserve.tools.slim_drafter import write_slim_drafter
 
         for m in r.methods:
             write_slim_drafter(os.path.join(out, m), os.path.join(export_dir, "drafters", m))

@@ -19,7 +19,7 @@ from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
 from sparkserve.runner.model_runner import ModelRunner
 from sparkserve.sampling_params import SamplingParams
 from sparkserve.scheduler import Scheduler
-from sparkserve.spec.factory import build_proposer
+from sparkserve.spec_decode.factory import build_proposer
 
 log = logging.getLogger("sparkserve.engine")
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 
 from sparkserve.config import SpecConfig
-from sparkserve.spec.cost_model import CostKey, CostTable, describe_hardware
-from sparkserve.spec.draft_gate import DraftGate
-from sparkserve.spec.drift import CalibrationDrift
-from sparkserve.spec.planner import planner_from_spec
-from sparkserve.spec.profile import profile_step_times
+from sparkserve.spec_decode.cost_model import CostKey, CostTable, describe_hardware
+from sparkserve.spec_decode.draft_gate import DraftGate
+from sparkserve.spec_decode.drift import CalibrationDrift
+from sparkserve.spec_decode.planner import planner_from_spec
+from sparkserve.spec_decode.profile import profile_step_times
 from sparkserve.step import StepPlan, StepResult
 
-log = logging.getLogger("sparkserve.spec")
+log = logging.getLogger("sparkserve.spec_decode")
 
 
 def cost_key(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: int) -> CostKey:
@@ -42,7 +42,7 @@ class SpecControl:
         temps = getattr(proposer, "confidence_temperatures", None)
         self.drift = CalibrationDrift(gamma, temps, ece_bound=float(spec.extra.get("drift_ece_bound", 0.03))) \
             if getattr(proposer, "has_confidence", hasattr(proposer, "confidence_temperatures")) else None
-        # Load-aware planners also decide whether drafting pays at all (spec/draft_gate.py).
+        # Load-aware planners also decide whether drafting pays at all (spec_decode/draft_gate.py).
         self.gate = DraftGate() if spec.verify in ("causal", "lagged") and spec.extra.get("draft_gate", True) else None
         self.num_steps = 0
 

@@ -14,7 +14,7 @@ from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
 from sparkserve.runner.observe_buffer import ObserveBuffer
 from sparkserve.sample import RequestGenerators, Sampler
-from sparkserve.spec.types import DraftBlock
+from sparkserve.spec_decode.types import DraftBlock
 from sparkserve.step import SamplingMeta, ScheduledSeq, SeqResult, StepPlan, StepResult
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from sparkserve.runner.input_batch import FlatBatch
-from sparkserve.spec.types import DraftBlock, ProposeRequest
-from sparkserve.spec.verify import VerifyInput, verify
+from sparkserve.spec_decode.types import DraftBlock, ProposeRequest
+from sparkserve.spec_decode.verify import VerifyInput, verify
 from sparkserve.step import SeqResult, StepPlan
 
 

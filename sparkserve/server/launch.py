@@ -12,33 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 
 import uvicorn
 
+from sparkserve.cli_args import speculative_config_arg
 from sparkserve.server.settings import ServerSettings, generation_defaults, has_tokenizer
 
 log = logging.getLogger("sparkserve.server")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"invalid JSON ({e}): {text!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    from sparkserve.config import SpecConfig  # torch-free
-
-    try:
-        SpecConfig(**value)
-    except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"invalid speculative config: {e}") from None
-    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for the engine (default: 1 for models under 200 MB, else torch's default)")
     m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "triton", "flashinfer"),
                    help="paged-attention implementation (default: %(default)s = torch on CPU)")
-    m.add_argument("--speculative-config", type=_json_object, default=None, metavar="JSON",
+    m.add_argument("--speculative-config", type=speculative_config_arg, default=None, metavar="JSON",
                    help='speculative decoding as a JSON object of SpecConfig fields, e.g. '
                         '\'{"method": "dspark", "model": "DIR", "num_speculative_tokens": 7, "verify": "lagged"}\'. '
                         'Without --model the demo model uses its shipped DSpark drafter; \'{"method": "none"}\' '

@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from sparkserve import LLM, SamplingParams
 from sparkserve.assets import DEMO_MODEL_DIR, demo_drafter_path, demo_speculative_config
-from sparkserve.spec.checkpoint import read_calibration
+from sparkserve.spec_decode.checkpoint import read_calibration
 
 METHODS = ("dspark", "dflash", "eagle3")
 

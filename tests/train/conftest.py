@@ -55,7 +55,7 @@ def state_of(path: str) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def random_drafter(root, target):
     """A random-init drafter per method (gamma 4, larger weights so drafts vary), written once."""
-    from sparkserve.spec.init_drafter import init_drafter
+    from sparkserve.tools.init_drafter import init_drafter
 
     made: dict[str, str] = {}
 

@@ -8,10 +8,10 @@ import torch
 
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.loader import load_model
-from sparkserve.spec.drafters.dspark import DSparkProposer
-from sparkserve.spec.drafters.eagle3 import Eagle3Proposer
-from sparkserve.spec.init_drafter import init_drafter
-from sparkserve.spec.types import ProposeRequest
+from sparkserve.spec_decode.drafters.dspark import DSparkProposer
+from sparkserve.spec_decode.drafters.eagle3 import Eagle3Proposer
+from sparkserve.tools.init_drafter import init_drafter
+from sparkserve.spec_decode.types import ProposeRequest
 from sparkserve.step import SamplingMeta
 from sparkserve.train.drafter.blocks import (
     anchor_candidates,

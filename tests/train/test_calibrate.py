@@ -11,7 +11,7 @@ import torch
 from sparkserve import LLM
 from sparkserve.cli import main
 from sparkserve.models.hf_config import DecoderConfig
-from sparkserve.spec.checkpoint import load_drafter
+from sparkserve.spec_decode.checkpoint import load_drafter
 from sparkserve.train.drafter.calibrate import fit_sts, temperature_grid, write_calibration
 from sparkserve.train.drafter.metrics import auroc, ece
 

@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from sparkserve.spec.checkpoint import CALIBRATION_FILE
+from sparkserve.spec_decode.checkpoint import CALIBRATION_FILE
 from sparkserve.train.drafter.metrics import NUM_BINS, cumulative_confidence, ece, ece_batched, prefix_labels
 
 GRID = (0.25, 8.0, 0.01)  # T_k candidates: start, stop (inclusive), step

@@ -19,10 +19,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from sparkserve.models.loader import read_state_dict
-from sparkserve.spec.checkpoint import check_against_target, read_draft_config
-from sparkserve.spec.drafters.dspark import DSparkDraftModel
-from sparkserve.spec.drafters.eagle3 import Eagle3DraftModel
-from sparkserve.spec.init_drafter import init_drafter
+from sparkserve.spec_decode.checkpoint import check_against_target, read_draft_config
+from sparkserve.spec_decode.drafters.dspark import DSparkDraftModel
+from sparkserve.spec_decode.drafters.eagle3 import Eagle3DraftModel
+from sparkserve.tools.init_drafter import init_drafter
 
 FROZEN = ("embed_tokens.weight", "lm_head.weight")
 

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from sparkserve.spec.checkpoint import CALIBRATION_FILE, read_calibration
+from sparkserve.spec_decode.checkpoint import CALIBRATION_FILE, read_calibration
 from sparkserve.train.drafter import metrics
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sparkserve.spec.drafters.common import attend
+from sparkserve.spec_decode.drafters.common import attend
 from sparkserve.train.drafter.blocks import Blocks, training_mask
 
 

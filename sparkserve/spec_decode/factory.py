@@ -1,0 +1,34 @@
+"""Build the drafter a SpecConfig asks for (None when speculation is off)."""
+from __future__ import annotations
+
+import logging
+
+from sparkserve.config import SpecConfig
+
+log = logging.getLogger("sparkserve.spec_decode")
+
+
+def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: int):
+    """Returns (proposer or None, gamma). Errors name what is wrong with the config or checkpoint."""
+    if spec.method == "none":
+        return None, 0
+    if spec.method == "ngram":
+        from sparkserve.spec_decode.drafters.ngram import NgramProposer
+
+        gamma = spec.num_speculative_tokens or 4
+        extra = {k: v for k, v in spec.extra.items() if k in SpecConfig.NGRAM_EXTRA}
+        return NgramProposer(gamma, **extra), gamma
+    if not spec.model:
+        raise ValueError(f"speculative method {spec.method!r} needs a drafter checkpoint: set \"model\"")
+    from sparkserve.spec_decode.checkpoint import load_drafter
+
+    proposer = load_drafter(spec.model, target_model, method=spec.method, num_blocks=num_blocks,
+                            block_size=block_size)
+    gamma = proposer.num_speculative_tokens
+    if spec.num_speculative_tokens:
+        if spec.num_speculative_tokens > gamma:
+            raise ValueError(f"num_speculative_tokens {spec.num_speculative_tokens} exceeds what the "
+                             f"{spec.method} drafter at {spec.model} drafts per step ({gamma})")
+        gamma = spec.num_speculative_tokens
+    log.info("speculative decoding: %s drafter %s, gamma=%d", spec.method, spec.model, gamma)
+    return proposer, gamma
