@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from sparkserve.spec_decode import drift as drift_module
 from sparkserve.spec_decode.drift import CalibrationDrift, ece, ece_noise_floor
 
 GAMMA = 4
@@ -79,10 +80,29 @@ def test_observe_ignores_rounds_without_labels_and_accepts_logits():
     assert y.tolist() == [[1, 0, 0], [1, 0, 0]] and m.tolist() == [[True, False, False], [True, True, False]]
 
 
-def test_refit_cost_is_bounded():
-    drift = CalibrationDrift(GAMMA, max_fit_samples=300, grid=np.geomspace(0.5, 4, 50))
-    rng = np.random.default_rng(2)
-    for c, n, a in stream(rng, 1000, [2.0] * GAMMA, [1.0] * GAMMA):
+def _window(drift: CalibrationDrift, rounds) -> CalibrationDrift:
+    for c, _, a in rounds:
         drift._rounds.append((tuple(np.log(np.asarray(c) / (1 - np.asarray(c)))), a))
+    return drift
+
+
+def test_refit_cost_is_bounded(monkeypatch):
+    """A refit reads at most ``max_fit_samples`` rows per position (the most recent ones): each grid
+    search is one [len(grid), <= max_fit_samples] ECE evaluation, and the fit equals a fit on only the
+    last ``max_fit_samples`` rounds. The older rounds come from a differently miscalibrated stream, so
+    a fit that read them would land elsewhere."""
+    cap, grid = 300, np.geomspace(0.5, 4, 50)
+    rng = np.random.default_rng(2)
+    old = list(stream(rng, 700, [0.6] * GAMMA, [1.0] * GAMMA))
+    recent = list(stream(rng, cap, [3.0] * GAMMA, [1.0] * GAMMA))
+    drift = _window(CalibrationDrift(GAMMA, max_fit_samples=cap, grid=grid), old + recent)
+    shapes = []
+    real = drift_module._ece_rows
+    monkeypatch.setattr(drift_module, "_ece_rows", lambda pred, *a: shapes.append(pred.shape) or real(pred, *a))
     temps = drift.fit_temperatures()
+    monkeypatch.undo()
+    assert shapes == [(len(grid), cap)] * GAMMA
     assert len(temps) == GAMMA and all(t in drift.grid for t in temps)
+    assert temps == _window(CalibrationDrift(GAMMA, max_fit_samples=10_000, grid=grid), recent).fit_temperatures()
+    uncapped = _window(CalibrationDrift(GAMMA, max_fit_samples=10_000, grid=grid), old + recent).fit_temperatures()
+    assert uncapped[0] < 1.5 < 2.0 < temps[0]  # the sensitivity this test relies on
