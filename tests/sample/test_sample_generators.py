@@ -46,7 +46,11 @@ def test_drop_forgets_and_recreates():
     assert fresh is not g and stream(fresh) == stream(torch.Generator().manual_seed(3))
 
 
-def test_large_and_negative_seeds_are_accepted():
+def test_large_and_negative_seeds_wrap_to_64_bits():
+    """Seeds are taken modulo 2**64 (torch's seed range): -1 and 2**64 - 1 give one stream, 2**70 + 5
+    gives seed 5's stream."""
     gens = RequestGenerators()
-    for rid, seed in [("neg", -1), ("big", 2**70 + 5), ("max", 2**64 - 1)]:
-        stream(gens.get(rid, seed=seed))
+    neg, big, top = (stream(gens.get(rid, seed=seed)) for rid, seed in [("neg", -1), ("big", 2**70 + 5),
+                                                                         ("max", 2**64 - 1)])
+    assert neg == top == stream(torch.Generator().manual_seed(2**64 - 1))
+    assert big == stream(torch.Generator().manual_seed(5)) != neg

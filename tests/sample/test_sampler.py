@@ -38,11 +38,22 @@ def test_mixed_batch_greedy_rows_are_argmax():
 
 
 def test_bf16_logits():
+    """bf16 logits: greedy is the argmax, logprobs are the raw log-softmax of the fp32 upcast, and the
+    sampled rows respect their top-p / min-p sets."""
     logits = torch.randn(3, VOCAB, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
     metas = [SamplingMeta(temperature=0.0), SamplingMeta(top_p=0.9, logprobs=2), SamplingMeta(min_p=0.1)]
     out = Sampler().sample(logits, metas, [None, torch.Generator().manual_seed(0), torch.Generator()])
     assert out.token_ids[0] == int(logits[0].argmax())
-    assert len(out.logprobs[1][1]) == 2
+    raw = torch.log_softmax(logits.float(), -1)
+    chosen, top = out.logprobs[1]
+    assert chosen == pytest.approx(float(raw[1, out.token_ids[1]]), abs=1e-5)
+    values, ids = torch.topk(raw[1], 2)
+    assert [t for t, _ in top] == ids.tolist() and [lp for _, lp in top] == pytest.approx(values.tolist(), abs=1e-5)
+    probs = raw.exp()
+    order = probs[1].argsort(descending=True)
+    nucleus = order[: int((probs[1][order].cumsum(0) < 0.9).sum()) + 1].tolist()  # smallest set with mass >= 0.9
+    assert out.token_ids[1] in nucleus
+    assert probs[2, out.token_ids[2]] >= 0.1 * probs[2].max()
 
 
 def _run_steps(layouts, engine_seed, num_steps=60):
@@ -109,9 +120,12 @@ def test_logprobs_raw_convention():
 
 
 def test_logprobs_count_capped_by_vocab():
-    logits = torch.randn(1, 4)
+    logits = torch.randn(1, 4, generator=torch.Generator().manual_seed(9))
     out = Sampler().sample(logits, [SamplingMeta(temperature=0.0, logprobs=20)], [None])
-    assert len(out.logprobs[0][1]) == 4
+    raw = torch.log_softmax(logits[0], -1)
+    values, ids = torch.sort(raw, descending=True)  # all 4 tokens, best first
+    assert [t for t, _ in out.logprobs[0][1]] == ids.tolist()
+    assert [lp for _, lp in out.logprobs[0][1]] == pytest.approx(values.tolist(), abs=1e-6)
 
 
 def test_row_count_mismatch_raises():

@@ -218,15 +218,27 @@ def test_zero_max_draft_tokens_gives_empty_blocks():
 
 
 def test_target_features_feed_the_drafter():
-    """The target's captured residuals (decoder.forward capture_layer_ids) have the fc's width."""
+    """The target's captured features (decoder.forward capture_layer_ids) are the outputs of the
+    target layers ``target_layer_ids`` (transformers' hidden_states[l + 1]) concatenated, and drafts
+    proposed from them equal the dense reference's."""
+    import transformers
+
+    from tests.spec_decode.drafter_fixtures import tiny_target
+
     model, cfg = loaded_target()
     proposer = load("dspark")
-    ids = torch.randint(0, 300, (1, 12))
+    ids = torch.randint(0, 300, (1, 12), generator=torch.Generator().manual_seed(0))
     _, feats = model.forward_train(ids, capture_layer_ids=proposer.target_layer_ids)
-    assert feats.shape == (1, 12, proposer.model.fc.in_features)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tiny_target(), dtype=torch.float32)
+    with torch.no_grad():
+        states = hf(ids, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(feats, torch.cat([states[i + 1] for i in proposer.target_layer_ids], -1))
     tables = PagedTables()
     slots = torch.tensor(tables.slots("x", range(12)))
     proposer.observe(feats[0], ids[0], torch.arange(12), slots, torch.full((12,), -1))
     req = propose_request("x", ids[0].tolist() + [5], tables, 0.0, None, GAMMA)
     req.anchor_position = 12
-    assert len(proposer.propose([req])[0].token_ids) == GAMMA
+    sd = {k: v.float() for k, v in proposer.model.state_dict().items()}
+    want, _, _ = reference_block(sd, proposer.config, feats[0], 5, sd["embed_tokens.weight"], sd["lm_head.weight"],
+                                 0.0, None, GAMMA)
+    assert proposer.propose([req])[0].token_ids == want
