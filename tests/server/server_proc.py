@@ -64,7 +64,7 @@ class ServerProcess:
         """Sample name{labels} -> value, parsed with prometheus_client's parser."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(self.url + "/metrics", timeout=10).text
+        text = httpx.get(self.url + "/metrics", timeout=60).text
         out = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:

@@ -5,7 +5,7 @@ import json
 import httpx
 import pytest
 
-from tests.server.conftest import MODEL_NAME
+from tests.server.conftest import CONTEXT_TOKENS, MAX_BODY_BYTES, MODEL_NAME
 from tests.server.server_proc import API_KEY
 
 CHAT_URL, COMP_URL = "/v1/chat/completions", "/v1/completions"
@@ -74,10 +74,11 @@ CASES = [
     ("prompt-batch", "POST", COMP_URL, comp(prompt=["a", "b"]), AUTH, 400, None, "prompt"),
     ("token-id-beyond-int64", "POST", COMP_URL, comp(prompt=[1, 10**30]), AUTH, 400, None, "prompt[1]"),
     ("token-out-of-vocab", "POST", COMP_URL, comp(prompt=[1, 99999]), AUTH, 400, None, "prompt"),
-    ("prompt-too-long", "POST", COMP_URL, comp(prompt=[5] * 300), AUTH, 400, "context_length_exceeded", "prompt"),
-    ("prompt-plus-max-tokens-too-long", "POST", CHAT_URL, chat(max_tokens=250), AUTH, 400,
+    ("prompt-too-long", "POST", COMP_URL, comp(prompt=[5] * CONTEXT_TOKENS), AUTH, 400, "context_length_exceeded",
+     "prompt"),
+    ("prompt-plus-max-tokens-too-long", "POST", CHAT_URL, chat(max_tokens=CONTEXT_TOKENS), AUTH, 400,
      "context_length_exceeded", "messages"),
-    ("too-long-streaming", "POST", COMP_URL, comp(prompt=[5] * 300, stream=True), AUTH, 400,
+    ("too-long-streaming", "POST", COMP_URL, comp(prompt=[5] * CONTEXT_TOKENS, stream=True), AUTH, 400,
      "context_length_exceeded", "prompt"),
     ("unknown-model", "POST", CHAT_URL, chat(model="gpt-17"), AUTH, 404, "model_not_found", "model"),
     ("no-auth", "POST", CHAT_URL, chat(), {}, 401, "invalid_api_key", None),
@@ -88,7 +89,7 @@ CASES = [
     ("unknown-route-public", "GET", "/nope", None, {}, 404, "not_found", None),
     ("wrong-method", "GET", CHAT_URL, None, AUTH, 405, "method_not_allowed", None),
     ("wrong-method-models", "POST", "/v1/models", None, AUTH, 405, "method_not_allowed", None),
-    ("body-too-large", "POST", CHAT_URL, chat(messages=[{"role": "user", "content": "x" * 70_000}]), AUTH, 413,
+    ("body-too-large", "POST", CHAT_URL, chat(messages=[{"role": "user", "content": "x" * MAX_BODY_BYTES}]), AUTH, 413,
      "request_too_large", None),
 ]
 
@@ -120,7 +121,7 @@ def test_body_too_large_without_content_length(server):
 
     def chunks():
         yield b'{"model": "tiny", "prompt": "'
-        for _ in range(40):
+        for _ in range(MAX_BODY_BYTES // 2000 + 1):
             yield b"x" * 2000
         yield b'"}'
 

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from tests.server.conftest import MODEL_NAME
+from tests.server.conftest import CONTEXT_TOKENS, MODEL_NAME
 from tests.server.server_proc import ROOT
 
 CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "the quick brown fox"}]
@@ -16,7 +16,7 @@ NO_EOS = {"ignore_eos": True}  # the random fixture model may emit eos at any po
 def test_models_and_public_routes(server, client):
     models = client.models.list().data
     assert [m.id for m in models] == [MODEL_NAME]
-    assert models[0].object == "model" and models[0].model_extra["max_model_len"] == 256
+    assert models[0].object == "model" and models[0].model_extra["max_model_len"] == CONTEXT_TOKENS
     for path in ("/health", "/ready", "/version", "/metrics"):
         assert httpx.get(server.url + path).status_code == 200, path  # public: no API key
     assert httpx.get(server.url + "/version").json()["version"]
@@ -138,7 +138,7 @@ def test_api_process_never_imports_torch(server):
     with open(f"/proc/{server.core_pid()}/maps") as f:
         assert "libtorch" in f.read()  # the engine core does
     code = ("import sys; import sparkserve.cli, sparkserve.server.launch, sparkserve.server.app, "
-            "sparkserve.server.serving, sparkserve.server.engine_client; "
+            "sparkserve.server.serving, sparkserve.engine.client; "
             "from sparkserve.server.app import build_app; from sparkserve.server.settings import ServerSettings; "
             "build_app(ServerSettings(model='.')); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -149,7 +149,7 @@ def test_openai_client_errors(client):
         client.chat.completions.create(model="nope", messages=CHAT)
     assert e.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model=MODEL_NAME, prompt="hi", max_tokens=1000)
+        client.completions.create(model=MODEL_NAME, prompt="hi", max_tokens=CONTEXT_TOKENS)
     assert e.value.code == "context_length_exceeded"
     bad = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
