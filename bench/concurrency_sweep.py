@@ -34,13 +34,13 @@ def setups(drafter: str, gamma: int, threshold: float) -> dict[str, dict | None]
     base = {"method": "dspark", "model": drafter, "num_speculative_tokens": gamma}
     out: dict[str, dict | None] = {"none": None}
     for k in sorted({1, 3, gamma}):
-        out[f"fixed-{k}"] = {**base, "verify": "fixed", "extra": {"verify_k": k}}
+        out[f"fixed-{k}"] = {**base, "verify": "fixed", "verify_k": k}
     out["threshold"] = {**base, "verify": "threshold", "confidence_threshold": threshold}
     out["causal"] = {**base, "verify": "causal"}
     out["lagged"] = {**base, "verify": "lagged"}
     # the planners alone, drafting on every step (the draft gate off: spec_decode/draft_gate.py)
-    out["causal-nogate"] = {**base, "verify": "causal", "extra": {"draft_gate": False}}
-    out["lagged-nogate"] = {**base, "verify": "lagged", "extra": {"draft_gate": False}}
+    out["causal-nogate"] = {**base, "verify": "causal", "draft_gate": False}
+    out["lagged-nogate"] = {**base, "verify": "lagged", "draft_gate": False}
     return out
 
 

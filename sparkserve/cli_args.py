@@ -16,7 +16,7 @@ def speculative_config_arg(text: str) -> dict:
     from sparkserve.config import SpecConfig  # torch-free
 
     try:
-        SpecConfig(**value)
-    except (TypeError, ValueError) as e:
+        SpecConfig.from_dict(value)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(f"invalid speculative config: {e}") from None
     return value

@@ -9,7 +9,7 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
                         max_num_seqs: int = 64, max_num_batched_tokens: int = 2048, block_size: int = 16,
                         num_kv_blocks: int | None = None, kv_cache_memory_bytes: int = 512 << 20,
                         enable_prefix_caching: bool = True, enable_chunked_prefill: bool = True,
-                        attention_backend: str = "auto", speculative_config: dict | None = None,
+                        attention_backend: str = "auto", speculative_config: dict | SpecConfig | None = None,
                         served_model_name: str | None = None, max_waiting: int = 1024,
                         num_threads: int | None = None) -> EngineConfig:
     """One place that turns user-facing keyword arguments into the frozen config tree."""
@@ -21,8 +21,8 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
         from sparkserve.models.hf_config import DecoderConfig
 
         max_model_len = min(DecoderConfig.from_file(model).max_position_embeddings, 4096)
-    spec = SpecConfig(**(speculative_config or {})) if not isinstance(speculative_config, SpecConfig) \
-        else speculative_config
+    spec = speculative_config if isinstance(speculative_config, SpecConfig) else \
+        SpecConfig.from_dict(speculative_config or {})
     return EngineConfig(
         model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name, num_threads),
         cache=CacheConfig(block_size, num_kv_blocks, kv_cache_memory_bytes, enable_prefix_caching),

@@ -28,22 +28,22 @@ class SpecControl:
         self.spec, self.runner, self.proposer = spec, runner, proposer
         self.planner = planner_from_spec(spec, max_num_batched_tokens=max_num_batched_tokens)
         self.cost_table: CostTable | None = None
-        self.cost_root = spec.extra.get("cost_cache_dir")
+        self.cost_root = spec.cost_cache_dir
         if spec.verify in ("causal", "lagged"):
             key = cost_key(spec, runner, model_path, max_num_batched_tokens)
             table = CostTable.load_cached(key, self.cost_root)
             if table is None:
-                limit = float(spec.extra.get("cost_profile_time_s", 30.0))
+                limit = float(spec.cost_profile_time_s)
                 log.info("profiling step time vs batch tokens (<= %.0f s)", limit)
                 table = profile_step_times(lambda b: runner.profile_step(b, max_num_seqs), max_num_batched_tokens,
                                            limit, key=key)
                 table.save_cached(self.cost_root)
             self.cost_table = self.planner.cost_table = table
         temps = getattr(proposer, "confidence_temperatures", None)
-        self.drift = CalibrationDrift(gamma, temps, ece_bound=float(spec.extra.get("drift_ece_bound", 0.03))) \
+        self.drift = CalibrationDrift(gamma, temps, ece_bound=spec.drift_ece_bound) \
             if getattr(proposer, "has_confidence", hasattr(proposer, "confidence_temperatures")) else None
         # Load-aware planners also decide whether drafting pays at all (spec_decode/draft_gate.py).
-        self.gate = DraftGate() if spec.verify in ("causal", "lagged") and spec.extra.get("draft_gate", True) else None
+        self.gate = DraftGate() if spec.verify in ("causal", "lagged") and spec.draft_gate else None
         self.num_steps = 0
 
     def decide_draft(self, plan: StepPlan) -> bool:
@@ -53,7 +53,7 @@ class SpecControl:
     @property
     def verify_planner(self):
         """The scheduler hook; None for plain 'fixed' (the scheduler then verifies every draft)."""
-        return None if self.spec.verify == "fixed" and self.spec.extra.get("verify_k") is None else self.planner
+        return None if self.spec.verify == "fixed" and self.spec.verify_k is None else self.planner
 
     def confidences_before_update(self, plan: StepPlan, scheduler) -> list[tuple[int, list[float]]]:
         """The confidences of the drafts each sequence verifies now (update overwrites them)."""

@@ -16,8 +16,7 @@ def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: 
         from sparkserve.spec_decode.drafters.ngram import NgramProposer
 
         gamma = spec.num_speculative_tokens or 4
-        extra = {k: v for k, v in spec.extra.items() if k in SpecConfig.NGRAM_EXTRA}
-        return NgramProposer(gamma, **extra), gamma
+        return NgramProposer(gamma, max_ngram=spec.max_ngram, min_ngram=spec.min_ngram), gamma
     if not spec.model:
         raise ValueError(f"speculative method {spec.method!r} needs a drafter checkpoint: set \"model\"")
     from sparkserve.spec_decode.checkpoint import load_drafter

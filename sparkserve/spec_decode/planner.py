@@ -292,9 +292,7 @@ class Planner:
 def planner_from_spec(spec, *, cost_table: StepRate | None = None,
                       max_num_batched_tokens: int | None = None) -> Planner:
     """A Planner from ``SpecConfig``: ``verify`` is the mode, ``confidence_threshold`` the threshold,
-    ``extra["verify_k"]`` the fixed length (default: all drafts), ``extra["verify_lag"]`` the lag."""
-    extra = dict(getattr(spec, "extra", None) or {})
-    k = extra.get("verify_k")
-    return Planner(spec.verify, cost_table=cost_table, fixed_k=None if k is None else int(k),
-                   threshold=float(spec.confidence_threshold), lag=int(extra.get("verify_lag", 2)),
+    ``verify_k`` the fixed length (None: all drafts), ``verify_lag`` the lag."""
+    return Planner(spec.verify, cost_table=cost_table, fixed_k=spec.verify_k,
+                   threshold=float(spec.confidence_threshold), lag=spec.verify_lag,
                    max_num_batched_tokens=max_num_batched_tokens)

@@ -214,6 +214,6 @@ def test_planner_plugs_into_the_scheduler_hook():
     causal = planner_from_spec(SpecConfig(method="dspark", num_speculative_tokens=3, verify="causal"),
                                cost_table=FLAT, max_num_batched_tokens=4)
     assert plan_verify_lengths(causal, reqs) == {"r0": 2, "r1": 0}
-    fixed = planner_from_spec(SpecConfig(method="dspark", num_speculative_tokens=3, extra={"verify_k": 1}))
+    fixed = planner_from_spec(SpecConfig(method="dspark", num_speculative_tokens=3, verify_k=1))
     assert plan_verify_lengths(fixed, reqs) == {"r0": 1, "r1": 1}
     assert math.isclose(causal.cost_table.sps(3), 100.0)

@@ -25,7 +25,7 @@ def test_profile_saves_a_table_the_engine_reuses(tmp_path, capsys):
     from sparkserve.engine.engine import Engine
 
     spec = {"method": "ngram", "num_speculative_tokens": 3, "verify": "causal",
-            "extra": {"cost_cache_dir": str(cache), "cost_profile_time_s": 1000.0}}  # forever, if it profiled
+            "cost_cache_dir": str(cache), "cost_profile_time_s": 1000.0}  # forever, if it profiled
     engine = Engine(build_engine_config(model, max_num_batched_tokens=24, num_threads=1, speculative_config=spec))
     assert engine.spec_control.cost_table.buckets == table["buckets"]
 
