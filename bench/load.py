@@ -27,6 +27,9 @@ class LoadResult:
 
 def run_closed_loop(engine, prompts: list, params, concurrency: int, num_requests: int) -> LoadResult:
     """prompts are cycled; ``params`` is one SamplingParams for every request."""
+    from sparkserve.engine.llm import OutputAccumulator
+
+    acc = OutputAccumulator()  # the engine emits per-step deltas; whole outputs are folded here
     started: dict[str, float] = {}
     finished = 0
     next_i = 0
@@ -45,9 +48,7 @@ def run_closed_loop(engine, prompts: list, params, concurrency: int, num_request
     for _ in range(min(concurrency, num_requests)):
         submit()
     while finished < num_requests:
-        for out in engine.step():
-            if not out.finished:
-                continue
+        for out in acc.update(engine.step()):
             now = time.perf_counter()
             n = len(out.outputs[0].token_ids)
             tokens += n

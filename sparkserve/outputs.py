@@ -1,16 +1,23 @@
-"""Results handed to users of the offline API and to the server (plain data)."""
+"""Results handed to users of the offline API (plain data, torch-free).
+
+The engine itself emits per-step deltas (``engine/wire.py: RequestDelta``); a ``RequestOutput`` is
+the whole of one request, folded from its deltas once (``engine/llm.py: OutputAccumulator``).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
 
-@dataclass
-class SpecDecodeStats:
-    """Per-request speculative-decoding counters (all zero without speculation).
+
+class SpecDecodeStats(msgspec.Struct):
+    """Per-request (or engine-wide) speculative-decoding counters (all zero without speculation).
 
     num_drafts: verify rounds that carried >= 1 draft token; num_draft_tokens: drafts proposed;
     num_verified_draft_tokens: drafts actually sent to the target; num_accepted_tokens: drafts accepted.
-    mean_acceptance_length: tokens emitted per verify round (accepted + 1), tau in the paper.
+    num_rounds / num_emitted_tokens: decode rounds and the tokens they emitted (accepted + 1 each);
+    accepted_per_pos[k]: rounds whose draft k was accepted. A msgspec struct: it travels on the wire
+    as it is (``RequestDelta.spec_decode``, ``SpecEngineStats.total``).
     """
 
     num_drafts: int = 0
@@ -19,13 +26,15 @@ class SpecDecodeStats:
     num_accepted_tokens: int = 0
     num_rounds: int = 0
     num_emitted_tokens: int = 0
-    accepted_per_pos: list[int] = field(default_factory=list)
+    accepted_per_pos: list[int] = []
 
     @property
     def mean_acceptance_length(self) -> float:
+        """Tokens emitted per verify round (accepted + 1), tau in the paper."""
         return self.num_emitted_tokens / self.num_rounds if self.num_rounds else 0.0
 
     def as_dict(self) -> dict:
+        """The summary the HTTP API reports as ``usage.spec_decode``."""
         return {
             "num_drafts": self.num_drafts,
             "num_draft_tokens": self.num_draft_tokens,
@@ -53,14 +62,12 @@ class CompletionOutput:
     stop_reason: int | str | None = None
     logprobs: list[Logprob] | None = None
     cumulative_logprob: float | None = None
-    delta_text: str = ""  # text released by the latest step (streaming)
-    delta_token_ids: list[int] = field(default_factory=list)
     num_prompt_tokens: int = 0
 
 
 @dataclass
 class RequestOutput:
-    """A request's state after a step (offline API: the final one)."""
+    """A finished request: every sequence in full (the offline API's result)."""
 
     request_id: str
     prompt: str | None

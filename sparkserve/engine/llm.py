@@ -3,8 +3,52 @@ from __future__ import annotations
 
 from sparkserve.engine.args import build_engine_config
 from sparkserve.engine.engine import Engine
-from sparkserve.outputs import RequestOutput
+from sparkserve.engine.wire import RequestDelta
+from sparkserve.outputs import CompletionOutput, Logprob, RequestOutput, SpecDecodeStats
 from sparkserve.sampling_params import SamplingParams
+
+
+class OutputAccumulator:
+    """Folds an engine's per-step deltas into whole ``RequestOutput``s, once: each delta costs work
+    in proportion to its new tokens, and a request's text is joined when it finishes."""
+
+    def __init__(self):
+        self._prompts: dict[str, tuple[str | None, list[int]]] = {}
+        self._open: dict[str, dict[int, tuple[CompletionOutput, list[str]]]] = {}  # id -> index -> (out, text parts)
+
+    def expect(self, request_id: str, prompt: str | None, prompt_token_ids: list[int]) -> None:
+        """Record a request's prompt for its output (requests never announced get an empty one)."""
+        self._prompts[request_id] = (prompt, prompt_token_ids)
+
+    def update(self, deltas: list[RequestDelta]) -> list[RequestOutput]:
+        """Fold in one step's deltas; returns the outputs of the requests that finished."""
+        done = []
+        for delta in deltas:
+            seqs = self._open.setdefault(delta.request_id, {})
+            for s in delta.seqs:
+                if s.index not in seqs:
+                    out = CompletionOutput(s.index, "", [], logprobs=None if s.new_logprobs is None else [],
+                                           num_prompt_tokens=delta.num_prompt_tokens)
+                    seqs[s.index] = (out, [])
+                out, parts = seqs[s.index]
+                out.token_ids.extend(s.new_token_ids)
+                parts.append(s.new_text)
+                if s.new_logprobs and out.logprobs is not None:
+                    out.logprobs.extend(Logprob(t, lp, top) for t, lp, top in s.new_logprobs)
+                if s.finish_reason is not None:
+                    out.finish_reason, out.stop_reason = s.finish_reason, s.stop_reason
+            if delta.finished:
+                done.append(self._finish(delta))
+        return done
+
+    def _finish(self, delta: RequestDelta) -> RequestOutput:
+        outs = []
+        for _, (out, parts) in sorted(self._open.pop(delta.request_id).items()):
+            out.text = "".join(parts)
+            outs.append(out)
+        prompt, prompt_ids = self._prompts.pop(delta.request_id, (None, []))
+        return RequestOutput(delta.request_id, prompt, prompt_ids, outs, True, delta.num_cached_tokens,
+                             delta.spec_decode or SpecDecodeStats())
 
 
 class LLM:
@@ -23,8 +67,13 @@ class LLM:
         params_list = params if isinstance(params, list) else [params] * len(prompts)
         if len(params_list) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(params_list)} sampling params")
-        ids = [self.engine.add_request(None, p, sp) for p, sp in zip(prompts, params_list)]
-        return self._run(ids)
+        acc = OutputAccumulator()
+        ids = []
+        for prompt, sp in zip(prompts, params_list):
+            text, prompt_ids = self.engine.encode_prompt(prompt)
+            ids.append(self.engine.add_request(None, {"prompt_token_ids": prompt_ids, "prompt": text}, sp))
+            acc.expect(ids[-1], text, prompt_ids)
+        return self._run(ids, acc)
 
     def chat(self, messages, sampling_params: SamplingParams | list[SamplingParams] | None = None,
              chat_template_kwargs: dict | None = None, use_tqdm: bool = False) -> list[RequestOutput]:
@@ -34,12 +83,12 @@ class LLM:
                    for c in convs]
         return self.generate(prompts, sampling_params)
 
-    def _run(self, ids: list[str]) -> list[RequestOutput]:
+    def _run(self, ids: list[str], acc: OutputAccumulator) -> list[RequestOutput]:
         done: dict[str, RequestOutput] = {}
         pending = set(ids)
         while pending:
-            for out in self.engine.step():
-                if out.finished and out.request_id in pending:
+            for out in acc.update(self.engine.step()):
+                if out.request_id in pending:
                     done[out.request_id] = out
                     pending.discard(out.request_id)
             if pending and not self.engine.has_unfinished():

@@ -1,20 +1,28 @@
-"""Turns scheduler updates into RequestOutputs: detokenizes, applies stop strings, merges n > 1."""
+"""Turns scheduler updates into per-step deltas: detokenizes, applies stop strings, merges n > 1.
+
+Per step and request the work is proportional to what the step added (new tokens, their text and
+logprobs): nothing cumulative is copied or re-sent. The deltas are the wire structs the engine core
+sends as they are; the offline API folds them into whole outputs once (``llm.OutputAccumulator``).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from sparkserve.engine.detokenizer import IncrementalDetokenizer
 from sparkserve.engine.spec_stats import SpecStatsTracker, merge
-from sparkserve.outputs import CompletionOutput, Logprob, RequestOutput
+from sparkserve.engine.wire import Logprobs, RequestDelta, SeqDelta
 from sparkserve.request import Request
 
 
 @dataclass
 class _Child:
+    """One sequence of a request (its own scheduler request) and what was already emitted of it."""
+
     index: int
     detok: IncrementalDetokenizer | None
-    completion: CompletionOutput
-    num_seen: int = 0
+    wants_logprobs: bool
+    num_seen: int = 0  # output tokens already emitted
+    finish_reason: str | None = None
 
 
 @dataclass
@@ -30,7 +38,7 @@ class ParentRequest:
 
     @property
     def finished(self) -> bool:
-        return all(c.completion.finish_reason is not None for c in self.children.values())
+        return all(c.finish_reason is not None for c in self.children.values())
 
 
 class OutputProcessor:
@@ -45,79 +53,85 @@ class OutputProcessor:
         if self.tokenizer is not None:
             detok = IncrementalDetokenizer(self.tokenizer, req.prompt_token_ids, req.params.stop,
                                            req.params.skip_special_tokens, req.params.include_stop_str_in_output)
-        comp = CompletionOutput(index=index, text="", token_ids=[], num_prompt_tokens=len(req.prompt_token_ids),
-                                logprobs=[] if req.params.logprobs is not None else None)
-        parent.children[child_id] = _Child(index, detok, comp)
+        parent.children[child_id] = _Child(index, detok, req.params.logprobs is not None)
         self.parents[parent.request_id] = parent
         self.child_to_parent[child_id] = parent.request_id
 
     def process(self, updated: list[Request], logprobs: dict[str, list] | None = None,
-                aborted: list[str] = ()) -> tuple[list[RequestOutput], list[str]]:
-        """Returns (outputs of parents that changed, child ids finished by a stop string)."""
-        touched: dict[str, ParentRequest] = {}
+                aborted: list[str] = ()) -> tuple[list[RequestDelta], list[str]]:
+        """Returns (the deltas of requests that changed, child ids finished by a stop string).
+
+        ``logprobs``: child id -> one ``(logprob, [(top id, top logprob), ...])`` per new token.
+        """
+        seqs: dict[str, list[SeqDelta]] = {}  # parent id -> this step's changed sequences
         stopped: list[str] = []
-        fresh: set[str] = {r.request_id for r in updated} | set(aborted)
         for req in updated:
             pid = self.child_to_parent.get(req.request_id)
             if pid is None:
                 continue
             parent = self.parents[pid]
             child = parent.children[req.request_id]
-            comp = child.completion
-            new_ids = req.output_token_ids[child.num_seen:]
-            child.num_seen = len(req.output_token_ids)
-            comp.token_ids.extend(new_ids)
-            comp.delta_token_ids = list(new_ids)
-            if comp.logprobs is not None and logprobs and req.request_id in logprobs:
-                for tid, (lp, top) in zip(new_ids, logprobs[req.request_id]):
-                    comp.logprobs.append(Logprob(tid, lp, top))
-            delta, hit_stop = ("", False)
-            if child.detok is not None:
-                delta, hit_stop = child.detok.add(new_ids)
-            if hit_stop and not req.finished:
-                stopped.append(req.request_id)
-                comp.finish_reason, comp.stop_reason = "stop", child.detok.stopped_by
-            elif req.finished:
-                comp.finish_reason = req.finish_reason
-                comp.stop_reason = child.detok.stopped_by if child.detok and child.detok.stopped_by else req.stop_reason
-            if comp.finish_reason is not None and child.detok is not None:
-                delta += child.detok.flush()
-            if child.detok is not None:
-                comp.text = child.detok.text[: child.detok.released]
-            comp.delta_text = delta
+            seq = self._seq_delta(child, req, logprobs.get(req.request_id) if logprobs else None, stopped)
             if req.num_cached_tokens:
                 parent.num_cached_tokens = max(parent.num_cached_tokens, req.num_cached_tokens)
-            touched[pid] = parent
+            changed = seqs.setdefault(pid, [])
+            if seq is not None:
+                changed.append(seq)
         for child_id in aborted:
             pid = self.child_to_parent.get(child_id)
-            if pid is not None:
-                comp = self.parents[pid].children[child_id].completion
-                if comp.finish_reason is None:
-                    comp.finish_reason, comp.delta_text, comp.delta_token_ids = "abort", "", []
-                touched[pid] = self.parents[pid]
-        return [self._output(p, fresh) for p in touched.values()], stopped
+            if pid is None:
+                continue
+            child = self.parents[pid].children[child_id]
+            changed = seqs.setdefault(pid, [])
+            if child.finish_reason is None:
+                child.finish_reason = "abort"
+                changed.append(SeqDelta(child.index, "", [], child.num_seen, "abort", None,
+                                          [] if child.wants_logprobs else None))
+        deltas = [self._request_delta(self.parents[pid], changed) for pid, changed in seqs.items()]
+        return [d for d in deltas if d is not None], stopped
 
-    def _output(self, parent: ParentRequest, fresh: set[str]) -> RequestOutput:
+    def _seq_delta(self, child: _Child, req: Request, logprobs: list | None, stopped: list[str]) -> SeqDelta | None:
+        if child.finish_reason is not None:  # finished by a stop string already; its last delta was sent
+            return None
+        new_ids = req.output_token_ids[child.num_seen:]
+        child.num_seen += len(new_ids)
+        text, hit_stop = child.detok.add(new_ids) if child.detok is not None else ("", False)
+        stop_reason = None
+        if hit_stop and not req.finished:
+            stopped.append(req.request_id)
+            child.finish_reason, stop_reason = "stop", child.detok.stopped_by
+        elif req.finished:
+            child.finish_reason = req.finish_reason
+            stop_reason = child.detok.stopped_by if child.detok and child.detok.stopped_by else req.stop_reason
+        if child.finish_reason is not None and child.detok is not None:
+            text += child.detok.flush()
+        lps = None
+        if child.wants_logprobs:
+            lps = _logprobs(new_ids, logprobs) if logprobs else []
+        if not (new_ids or text or child.finish_reason or lps):
+            return None
+        return SeqDelta(child.index, text, [int(t) for t in new_ids], child.num_seen, child.finish_reason,
+                        stop_reason if isinstance(stop_reason, (int, str)) else None, lps)
+
+    def _request_delta(self, parent: ParentRequest, changed: list[SeqDelta]) -> RequestDelta | None:
         finished = parent.finished
-        outs = []
-        for cid, child in parent.children.items():
-            c = child.completion
-            new = cid in fresh
-            outs.append(replace(c, token_ids=list(c.token_ids), logprobs=None if c.logprobs is None else list(c.logprobs),
-                                delta_text=c.delta_text if new else "",
-                                delta_token_ids=c.delta_token_ids if new else []))
-        outs.sort(key=lambda c: c.index)
-        per_req = self.spec_stats.per_request
-        spec = merge([per_req[cid] for cid in parent.children if cid in per_req])
-        out = RequestOutput(parent.request_id, parent.prompt, parent.prompt_token_ids, outs, finished,
-                            parent.num_cached_tokens, spec)
+        if not changed and not finished:
+            return None
+        spec = None
         if finished:
             for cid in parent.children:
                 self.child_to_parent.pop(cid, None)
-                self.spec_stats.pop(cid)
             self.parents.pop(parent.request_id, None)
-        return out
+            per_req = [self.spec_stats.pop(cid) for cid in parent.children if cid in self.spec_stats.per_request]
+            spec = merge(per_req) if per_req else None
+        changed.sort(key=lambda s: s.index)
+        return RequestDelta(parent.request_id, finished, len(parent.prompt_token_ids), parent.num_cached_tokens,
+                            changed, spec)
 
     def children_of(self, request_id: str) -> list[str]:
         parent = self.parents.get(request_id)
         return list(parent.children) if parent else []
+
+
+def _logprobs(new_ids: list[int], logprobs: list) -> Logprobs:
+    return [(int(t), float(lp), [(int(i), float(v)) for i, v in top]) for t, (lp, top) in zip(new_ids, logprobs)]

@@ -18,8 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from sparkserve import __version__
+from sparkserve.engine.client import EngineClient
 from sparkserve.server import errors, protocol
-from sparkserve.server.engine_client import EngineClient
 from sparkserve.server.metrics import Metrics
 from sparkserve.server.responses import TokenText
 from sparkserve.server.serving import generate
@@ -35,7 +35,7 @@ class ServerState:
         self.settings = settings
         self.model_names = settings.model_names
         self.metrics = Metrics(self.model_names[0])
-        self.client = EngineClient(settings, self.metrics)
+        self.client = EngineClient(settings.engine_kwargs, settings.log_level, self.metrics)
         self.tokenizer = tokenizer
         self.token_text = TokenText(tokenizer)
         self.created = int(time.time())

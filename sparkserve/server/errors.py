@@ -16,7 +16,8 @@
 | 500    | internal_error              | a server bug, never client input                         |
 
 Inside an SSE stream (after the 200 was sent) an error is one ``data: {"error": {...}}`` event
-followed by ``data: [DONE]``.
+followed by ``data: [DONE]``. The engine's errors arrive typed (``sparkserve.errors.ErrorKind``);
+``from_engine`` is the one place a kind becomes a status and an envelope.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from sparkserve.errors import EngineError, ErrorKind
 
 RETRY_AFTER_S = 1
 
@@ -91,6 +94,20 @@ def timeout(seconds: float) -> APIError:
 
 def internal(message: str) -> APIError:
     return APIError(500, message, "internal_error", None, "internal_error")
+
+
+def from_engine(error: EngineError, prompt_param: str | None = None) -> APIError:
+    """The HTTP error for an engine error; ``prompt_param`` names the field a prompt error is about."""
+    kind, message = error.kind, error.message
+    if kind is ErrorKind.CONTEXT_LENGTH:
+        return invalid_request(message, prompt_param, "context_length_exceeded")
+    if kind is ErrorKind.INVALID_REQUEST:
+        return invalid_request(message, prompt_param)
+    if kind is ErrorKind.QUEUE_FULL:
+        return queue_full(message)
+    if kind is ErrorKind.ENGINE_DEAD:
+        return unavailable(message, "engine_dead")
+    return internal(message)
 
 
 _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed"),

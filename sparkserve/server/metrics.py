@@ -11,9 +11,11 @@ engine message that carries new tokens (with speculation one message may carry s
 """
 from __future__ import annotations
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sparkserve.server.ipc import EngineStats
+from sparkserve.engine.client import OutputEvent
+from sparkserve.engine.wire import DraftGateStats, EngineStats, SpecEngineStats
 
 PREFIX = "sparkserve:"
 _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -67,7 +69,7 @@ class Metrics:
         self._verify_len = Counter(PREFIX + "spec_decode_verify_length",
                                    "Decode rounds by verify length (drafts sent to the target)",
                                    ["model_name", "length"], registry=r)
-        self._last_spec: dict = {}
+        self._last_spec = SpecEngineStats()
         self.cost_table_age = gauge("spec_decode_cost_table_age_seconds", "Age of the SPS(B) cost table")
         self.cost_table_error = gauge("spec_decode_cost_table_prediction_error",
                                       "Recent mean relative error of predicted step time")
@@ -89,49 +91,62 @@ class Metrics:
         if stats.spec_decode is not None:
             self.record_spec_decode(stats.spec_decode)
 
-    def record_spec_decode(self, counters: dict) -> None:
-        """Cumulative engine-wide spec-decode counters (``EngineStats.spec_decode``) -> Prometheus."""
-        last = self._last_spec
-        for key, metric in self.spec_counters.items():
-            value = counters.get(key, 0)
-            if value > last.get(key, 0):
-                metric.inc(value - last.get(key, 0))
-        for name, label, metric in (("accepted_per_pos", "position", self._per_pos),
-                                    ("verify_length_counts", "length", self._verify_len)):
-            values = counters.get(name) or {}
-            items = enumerate(values) if isinstance(values, list) else values.items()
-            old = last.get(name) or {}
-            old_get = (lambda k: old[k] if k < len(old) else 0) if isinstance(old, list) else (lambda k: old.get(k, 0))
-            for k, v in items:
-                if v > old_get(k):
-                    metric.labels(self.model_name, str(k)).inc(v - old_get(k))
-        self._record_control(counters, last)
-        self._last_spec = {k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-                           for k, v in counters.items()}
+    def record_output(self, event: OutputEvent) -> None:
+        """One engine message for one request (``engine.client`` times it)."""
+        if event.ttft_s is not None:
+            self.ttft.observe(event.ttft_s)
+            self.prompt_tokens.inc(event.num_prompt_tokens)
+        if event.itl_s is not None:
+            self.itl.observe(event.itl_s)
+        if event.num_new_tokens:
+            self.generation_tokens.inc(event.num_new_tokens)
+        for reason in event.finish_reasons:
+            self.record_finished(reason)
+        if event.e2e_s is not None:
+            self.e2e.observe(event.e2e_s)
 
-    def _record_control(self, counters: dict, last: dict) -> None:
-        cost = counters.get("cost_table") or {}
-        if cost:
-            self.cost_table_age.set(cost.get("age_s", 0.0))
-            self.cost_table_error.set(cost.get("prediction_error", 0.0))
-        cal = counters.get("calibration") or {}
-        if cal:
-            self.calibration_ece.set(cal.get("ece", 0.0))
-            old = (last.get("calibration") or {}).get("num_refits", 0)
-            if cal.get("num_refits", 0) > old:
-                self.calibration_refits.inc(cal["num_refits"] - old)
-        gate, old_gate = counters.get("draft_gate") or {}, last.get("draft_gate") or {}
-        for key, metric in (("num_steps", self.gate_steps), ("num_plain_steps", self.gate_plain_steps)):
-            if gate.get(key, 0) > old_gate.get(key, 0):
-                metric.inc(gate[key] - old_gate.get(key, 0))
-        reasons = (counters.get("planner") or {}).get("fallback_reason") or {}
-        old_reasons = ((last.get("planner") or {}).get("fallback_reason")) or {}
-        for reason, n in reasons.items():
-            if n > old_reasons.get(reason, 0):
-                self._fallback.labels(self.model_name, reason).inc(n - old_reasons.get(reason, 0))
+    def record_spec_decode(self, spec: SpecEngineStats | dict) -> None:
+        """Cumulative engine-wide spec-decode counters (``EngineStats.spec_decode``) -> Prometheus:
+        counters move by the increase since the previous snapshot. A dict of the same shape is
+        converted first."""
+        if isinstance(spec, dict):
+            spec = msgspec.convert(spec, SpecEngineStats)
+        last = self._last_spec
+        for name, metric in self.spec_counters.items():
+            _inc(metric, getattr(spec.total, name), getattr(last.total, name))
+        old_pos = last.total.accepted_per_pos
+        for k, v in enumerate(spec.total.accepted_per_pos):
+            _inc(self._per_pos.labels(self.model_name, str(k)), v, old_pos[k] if k < len(old_pos) else 0)
+        for length, v in spec.verify_length_counts.items():
+            _inc(self._verify_len.labels(self.model_name, str(length)), v, last.verify_length_counts.get(length, 0))
+        self._record_control(spec, last)
+        self._last_spec = spec
+
+    def _record_control(self, spec: SpecEngineStats, last: SpecEngineStats) -> None:
+        if spec.cost_table is not None:
+            self.cost_table_age.set(spec.cost_table.age_s)
+            self.cost_table_error.set(spec.cost_table.prediction_error)
+        if spec.calibration is not None:
+            self.calibration_ece.set(spec.calibration.ece)
+            _inc(self.calibration_refits, spec.calibration.num_refits,
+                 last.calibration.num_refits if last.calibration else 0)
+        if spec.draft_gate is not None:
+            old = last.draft_gate or DraftGateStats()
+            _inc(self.gate_steps, spec.draft_gate.num_steps, old.num_steps)
+            _inc(self.gate_plain_steps, spec.draft_gate.num_plain_steps, old.num_plain_steps)
+        if spec.planner is not None:
+            old_reasons = last.planner.fallback_reason if last.planner else {}
+            for reason, n in spec.planner.fallback_reason.items():
+                _inc(self._fallback.labels(self.model_name, reason), n, old_reasons.get(reason, 0))
 
     def record_finished(self, finished_reason: str) -> None:
         self._request_success.labels(self.model_name, finished_reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _inc(counter, value: float, last: float) -> None:
+    """Move a Prometheus counter to a cumulative ``value`` (it never moves back)."""
+    if value > last:
+        counter.inc(value - last)

@@ -7,6 +7,7 @@ import re
 
 import msgspec
 
+from sparkserve.engine.wire import RequestParams
 from sparkserve.sampling_params import SamplingParams
 from sparkserve.server.errors import invalid_request
 from sparkserve.server.protocol import ChatCompletionRequest, CompletionRequest, _GenerationRequest
@@ -91,7 +92,7 @@ def completion_prompt(req: CompletionRequest, tokenizer) -> tuple[str | None, li
 
 def sampling_kwargs(req: _GenerationRequest, settings: ServerSettings, max_tokens: int | None,
                     logprobs: int | None, logprobs_param: str) -> dict:
-    """``SamplingParams`` keyword arguments (plain data, sent to the core), validated here first."""
+    """``SamplingParams`` keyword arguments, validated here (``request_params`` puts them on the wire)."""
     _reject_unsupported(req)
     n = 1 if req.n is None else req.n
     if n > settings.max_n:
@@ -121,6 +122,11 @@ def sampling_kwargs(req: _GenerationRequest, settings: ServerSettings, max_token
         param = {"logprobs": logprobs_param}.get(field, field if field in _FIELDS else None)
         raise invalid_request(str(e), param) from None
     return kw
+
+
+def request_params(kwargs: dict) -> RequestParams:
+    """The wire form of ``sampling_kwargs``' result (typed, what the engine core receives)."""
+    return RequestParams.from_sampling(SamplingParams(**kwargs))
 
 
 _FIELDS = ("n", "temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "min_tokens", "stop",

@@ -1,6 +1,6 @@
 """Engine deltas -> OpenAI response bodies and SSE chunks (chat and completions).
 
-Text always comes from the engine's ``delta_text``: it never splits a multi-byte character and
+Text always comes from the engine's ``SeqDelta.new_text``: it never splits a multi-byte character and
 holds back a tail that could still become a stop string, so a stream never shows text a later
 stop string would cut.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sparkserve.engine.wire import RequestDelta
 from sparkserve.server import protocol as p
-from sparkserve.server.ipc import ReqDelta
 
 MIN_LOGPROB = -9999.0  # JSON has no -inf
 DONE_EVENT = "data: [DONE]\n\n"
@@ -80,13 +80,13 @@ class ChatFormatter:
         return "".join(self._chunk([p.ChatChunkChoice(i, p.Delta(role="assistant", content=""))])
                        for i in range(self.n))
 
-    def events(self, deltas: list[ReqDelta]) -> str:
+    def events(self, deltas: list[RequestDelta]) -> str:
         events = []
         for delta in deltas:
             for s in delta.seqs:
-                if s.delta_text or s.logprobs:
-                    events.append(self._chunk([p.ChatChunkChoice(s.index, p.Delta(content=s.delta_text),
-                                                                 self._logprobs(s.logprobs))]))
+                if s.new_text or s.new_logprobs:
+                    events.append(self._chunk([p.ChatChunkChoice(s.index, p.Delta(content=s.new_text),
+                                                                 self._logprobs(s.new_logprobs))]))
                 if s.finish_reason is not None:
                     events.append(self._chunk([p.ChatChunkChoice(s.index, p.Delta(), None, s.finish_reason)]))
         return "".join(events)
@@ -128,12 +128,12 @@ class CompletionFormatter:
     def start(self) -> str:
         return ""
 
-    def events(self, deltas: list[ReqDelta]) -> str:
+    def events(self, deltas: list[RequestDelta]) -> str:
         events = []
         for delta in deltas:
             for s in delta.seqs:
-                if s.delta_text or s.logprobs or s.finish_reason is not None:
-                    choice = p.CompletionChoice(s.index, s.delta_text, self._logprobs(s.index, s.logprobs),
+                if s.new_text or s.new_logprobs or s.finish_reason is not None:
+                    choice = p.CompletionChoice(s.index, s.new_text, self._logprobs(s.index, s.new_logprobs),
                                                 s.finish_reason)
                     events.append(self._chunk([choice]))
         return "".join(events)

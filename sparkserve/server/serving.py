@@ -15,10 +15,12 @@ import uuid
 from fastapi import Request
 from starlette.responses import Response, StreamingResponse
 
+from sparkserve.engine.client import RequestState
+from sparkserve.errors import EngineError
+from sparkserve.outputs import SpecDecodeStats
 from sparkserve.server import errors
-from sparkserve.server.engine_client import RequestState
 from sparkserve.server.params import (COMPLETIONS_DEFAULT_MAX_TOKENS, chat_prompt, completion_prompt, decode_json,
-                                      sampling_kwargs)
+                                      request_params, sampling_kwargs)
 from sparkserve.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
 from sparkserve.server.responses import DONE_EVENT, ChatFormatter, Choice, CompletionFormatter
 
@@ -56,7 +58,7 @@ class Generation:
         self.deadline = state.arrival + self.timeout_s if self.timeout_s else None
         self.choices = [Choice() for _ in range(n)]
         self.finished = False
-        self.spec_decode: dict | None = None
+        self.spec_decode: SpecDecodeStats | None = None
         self._closed = False
 
     async def next_batch(self) -> list:
@@ -79,14 +81,16 @@ class Generation:
         for item in items:
             if item is _DISCONNECTED:
                 raise ClientDisconnected()
+            if isinstance(item, EngineError):
+                raise errors.from_engine(item)
             if isinstance(item, Exception):
                 raise item
             deltas.append(item)
             for s in item.seqs:
                 choice = self.choices[s.index]
-                choice.text_parts.append(s.delta_text)
-                if s.logprobs:
-                    choice.logprobs.extend(s.logprobs)
+                choice.text_parts.append(s.new_text)
+                if s.new_logprobs:
+                    choice.logprobs.extend(s.new_logprobs)
                 choice.num_output_tokens = s.num_output_tokens
                 if s.finish_reason is not None:
                     choice.finish_reason = s.finish_reason
@@ -97,7 +101,8 @@ class Generation:
     def usage(self) -> Usage:
         completion = sum(c.num_output_tokens for c in self.choices)
         prompt = self.state.num_prompt_tokens
-        return Usage(prompt, completion, prompt + completion, self.spec_decode)
+        spec = self.spec_decode  # reported only when the engine speculated for this request
+        return Usage(prompt, completion, prompt + completion, spec.as_dict() if spec and spec.num_drafts else None)
 
     def close(self) -> None:
         if self._closed:
@@ -175,7 +180,10 @@ async def generate(request: Request, kind: str) -> Response:
     fmt = formatter(rid, model, int(time.time()), n, logprobs is not None, include_usage, server.token_text)
     server.enter_request()
     try:
-        state = await server.client.add(rid, ids, prompt, kwargs, prompt_param)
+        state = await server.client.add(rid, ids, prompt, request_params(kwargs))
+    except EngineError as e:
+        server.exit_request()
+        raise errors.from_engine(e, prompt_param) from None
     except BaseException:
         server.exit_request()
         raise

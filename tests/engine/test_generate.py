@@ -46,7 +46,7 @@ def test_batching_preemption_prefix_cache_and_chunking_do_not_change_greedy_outp
     got = token_ids(tight.generate(reqs, GREEDY))
     assert got == want
     assert tight.engine.scheduler.num_preemptions_total > 0
-    assert tight.engine.stats()["kv_usage"] == 0.0
+    assert tight.engine.stats().kv_usage == 0.0
 
 
 def test_prefix_cache_hit_is_reported_and_exact(qwen3_dir):
@@ -101,10 +101,10 @@ def test_abort_frees_blocks(qwen3_dir):
         eng.add_request(f"r{i}", {"prompt_token_ids": prompts(1, seed=i)[0]}, GREEDY)
     for _ in range(3):
         eng.step()
-    assert eng.stats()["kv_usage"] > 0
+    assert eng.stats().kv_usage > 0
     outs = eng.abort([f"r{i}" for i in range(6)])
-    assert all(o.finished and o.outputs[0].finish_reason == "abort" for o in outs)
-    assert eng.stats()["kv_usage"] == 0.0 and not eng.has_unfinished()
+    assert len(outs) == 6 and all(o.finished and o.seqs[0].finish_reason == "abort" for o in outs)
+    assert eng.stats().kv_usage == 0.0 and not eng.has_unfinished()
 
 
 @pytest.mark.parametrize("kwargs,match", [

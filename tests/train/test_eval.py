@@ -54,10 +54,10 @@ def test_round_recorder_agrees_with_engine_counters(target, random_drafter):
     llm = LLM(target, max_model_len=128, speculative_config={"method": "dspark", "model": random_drafter("dspark")})
     recorder = RoundRecorder(llm)
     rounds, outs = run_prompts(llm, recorder, [[5, 6, 7], [80, 81], [9] * 5], temperature=1.0, max_tokens=20)
-    stats = llm.engine.stats()["spec_decode"]
-    assert len(rounds) == stats["num_drafts"]
+    stats = llm.engine.stats().spec_decode.total
+    assert len(rounds) == stats.num_drafts
     if all(r.emitted == r.accepted + 1 for r in rounds):  # no round ended by a stop token
-        assert sum(r.verified for r in rounds) == stats["num_verified_draft_tokens"]
-        assert [sum(r.accepted > k for r in rounds) for k in range(4)] == stats["accepted_per_pos"]
+        assert sum(r.verified for r in rounds) == stats.num_verified_draft_tokens
+        assert [sum(r.accepted > k for r in rounds) for k in range(4)] == stats.accepted_per_pos
     v, a, z = confidence_tensors(rounds, 4)
     assert z.shape == (len(rounds), 4) and bool((a <= v).all())

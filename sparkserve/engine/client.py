@@ -1,10 +1,11 @@
-"""The API process's handle on the engine core process.
+"""The API process's handle on the engine core process (torch-free; knows nothing of HTTP).
 
-``start()`` creates a socketpair, starts ``python -m sparkserve.server.core --fd N`` with one end
+``start()`` creates a socketpair, starts ``python -m sparkserve.engine.core --fd N`` with one end
 and keeps the other. One asyncio reader task decodes the core's frames and dispatches them:
 ``AddAck`` resolves the future ``add()`` awaits, ``StepOutputs`` go to per-request asyncio queues
-(and into the metrics), ``Heartbeat``/stats update health and gauges. If the core dies (EOF),
-every pending request gets a 503 ``APIError`` in its queue instead of hanging.
+(and to the observer: metrics), ``Heartbeat``/stats update health and gauges. If the core dies
+(EOF), every pending request gets an ``EngineError`` of kind ``ENGINE_DEAD`` in its queue instead
+of hanging. Errors are typed by ``ErrorKind``; the caller maps them to its protocol's errors.
 
 The core exits when this process closes the socket or dies, so it cannot be orphaned.
 """
@@ -17,21 +18,39 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from sparkserve.server import ipc
-from sparkserve.server.errors import APIError, internal, invalid_request, queue_full, unavailable
-from sparkserve.server.metrics import Metrics
-from sparkserve.server.settings import ServerSettings
+from sparkserve.engine import wire
+from sparkserve.errors import EngineError, ErrorKind
 
 log = logging.getLogger("sparkserve.server")
 HEARTBEAT_TIMEOUT_S = 10.0  # no message from the core for this long: unhealthy
 STALL_TIMEOUT_S = 300.0  # requests running but no step finished for this long: unhealthy
-CONTEXT_LENGTH_PREFIX = "this model's maximum context length"
+
+
+@dataclass
+class OutputEvent:
+    """What one engine message meant for one request, for metrics (seconds; None: not this time)."""
+
+    num_new_tokens: int
+    num_prompt_tokens: int  # the request's prompt, counted once: with its first output token
+    ttft_s: float | None  # arrival -> first output token
+    itl_s: float | None  # since the previous message that carried tokens
+    e2e_s: float | None  # arrival -> finished
+    finish_reasons: list[str]  # one per sequence that finished
+
+
+class Observer(Protocol):
+    """Receives engine stats and per-request output events (``server/metrics.py: Metrics``)."""
+
+    def record_stats(self, stats: wire.EngineStats) -> None: ...
+
+    def record_output(self, event: OutputEvent) -> None: ...
 
 
 @dataclass
 class RequestState:
-    """A request the engine holds. ``queue`` receives ``ipc.ReqDelta`` or an ``Exception`` (the end)."""
+    """A request the engine holds. ``queue`` receives ``wire.RequestDelta`` or an ``Exception`` (the end)."""
 
     request_id: str
     num_prompt_tokens: int
@@ -42,12 +61,12 @@ class RequestState:
 
 
 class EngineClient:
-    def __init__(self, settings: ServerSettings, metrics: Metrics):
-        self.settings = settings
-        self.metrics = metrics
+    def __init__(self, engine_kwargs: dict[str, Any], log_level: str, observer: Observer):
+        self.engine_kwargs, self.log_level = engine_kwargs, log_level
+        self.observer = observer
         self.proc: subprocess.Popen | None = None
-        self.info: ipc.Ready | None = None  # set once the engine is built
-        self.stats = ipc.EngineStats()
+        self.info: wire.Ready | None = None  # set once the engine is built
+        self.stats = wire.EngineStats()
         self.last_heartbeat = time.monotonic()
         self.last_progress = time.monotonic()  # when ``stats.num_steps`` last moved
         self.dead_reason: str | None = None
@@ -62,13 +81,13 @@ class EngineClient:
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        cmd = [sys.executable, "-m", "sparkserve.server.core", "--fd", str(theirs.fileno())]
+        cmd = [sys.executable, "-m", "sparkserve.engine.core", "--fd", str(theirs.fileno())]
         # A session of its own: terminal signals reach only this process, which drains first.
         self.proc = subprocess.Popen(cmd, pass_fds=(theirs.fileno(),), start_new_session=True)
         theirs.close()
         log.info("engine core started (pid %d)", self.proc.pid)
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
-        self._send(ipc.Start(self.settings.engine_kwargs, self.settings.log_level))
+        self._send(wire.Start(self.engine_kwargs, self.log_level))
         self._reader_task = asyncio.create_task(self._read_loop(reader))
 
     async def close(self) -> None:
@@ -108,18 +127,18 @@ class EngineClient:
         return None
 
     # -- requests -------------------------------------------------------------------------------------
-    async def add(self, request_id: str, prompt_token_ids: list[int], prompt: str | None, params: dict,
-                  prompt_param: str) -> RequestState:
-        """Queue a request in the engine; raises the APIError the core's verdict maps to."""
+    async def add(self, request_id: str, prompt_token_ids: list[int], prompt: str | None,
+                  params: wire.RequestParams) -> RequestState:
+        """Queue a request in the engine; raises ``EngineError`` (its kind says why) if it was refused."""
         if self.dead_reason is not None:
-            raise unavailable(f"the engine is not running: {self.dead_reason}", "engine_dead")
+            raise EngineError(f"the engine is not running: {self.dead_reason}", ErrorKind.ENGINE_DEAD)
         state = RequestState(request_id, len(prompt_token_ids))
         self.requests[request_id] = state
         ack_future = asyncio.get_running_loop().create_future()
         self._acks[request_id] = ack_future
         try:
-            self._send(ipc.Add(request_id, prompt_token_ids, params, prompt))
-            ack: ipc.AddAck = await ack_future
+            self._send(wire.Add(request_id, prompt_token_ids, params, prompt))
+            ack: wire.AddAck = await ack_future
         except BaseException:
             self._acks.pop(request_id, None)
             self.abort(request_id)
@@ -128,40 +147,38 @@ class EngineClient:
         if ack.error is None:
             return state
         self.requests.pop(request_id, None)
-        if ack.kind == "queue_full":
-            raise queue_full(ack.error)
-        if ack.kind == "invalid":
-            code = "context_length_exceeded" if ack.error.startswith(CONTEXT_LENGTH_PREFIX) else None
-            raise invalid_request(ack.error, prompt_param, code)
-        raise internal(f"the engine failed to queue the request: {ack.error}")
+        kind = ack.kind or ErrorKind.INTERNAL
+        if kind is ErrorKind.INTERNAL:
+            raise EngineError(f"the engine failed to queue the request: {ack.error}", kind)
+        raise EngineError(ack.error, kind)
 
     def abort(self, request_id: str) -> None:
         """Ask the engine to drop a request (its final 'abort' output still updates metrics)."""
         if request_id in self.requests and self.dead_reason is None:
             try:
-                self._send(ipc.Abort([request_id]))
-            except APIError:  # shutting down: the core is going away with the request
+                self._send(wire.Abort([request_id]))
+            except EngineError:  # shutting down: the core is going away with the request
                 pass
 
-    def fail_all(self, error: APIError) -> None:
+    def fail_all(self, error: Exception) -> None:
         """End every request with ``error`` (and abort them in the engine)."""
         if self.requests and self.dead_reason is None:
-            self._send(ipc.Abort(list(self.requests)))
+            self._send(wire.Abort(list(self.requests)))
         for state in self.requests.values():
             state.queue.put_nowait(error)
 
     def _send(self, msg) -> None:
         if self._writer is None or self._writer.is_closing():
-            raise unavailable("the engine is not running", "engine_dead")
-        self._writer.write(ipc.encode_frame(msg))
+            raise EngineError("the engine is not running", ErrorKind.ENGINE_DEAD)
+        self._writer.write(wire.encode_frame(msg))
 
     # -- reader ---------------------------------------------------------------------------------------
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                header = await reader.readexactly(ipc.HEADER_BYTES)
-                payload = await reader.readexactly(ipc.frame_length(header))
-                self._dispatch(ipc.from_core_decoder.decode(payload))
+                header = await reader.readexactly(wire.HEADER_BYTES)
+                payload = await reader.readexactly(wire.frame_length(header))
+                self._dispatch(wire.from_core_decoder.decode(payload))
         except asyncio.IncompleteReadError:
             reason = "the engine core process exited"
         except asyncio.CancelledError:
@@ -178,53 +195,52 @@ class EngineClient:
         self._die(reason)
 
     def _dispatch(self, msg) -> None:
-        if isinstance(msg, ipc.StepOutputs):
+        if isinstance(msg, wire.StepOutputs):
             self._on_stats(msg.stats)
             for delta in msg.outputs:
                 self._on_delta(delta)
-        elif isinstance(msg, ipc.Heartbeat):
+        elif isinstance(msg, wire.Heartbeat):
             self._on_stats(msg.stats)
-        elif isinstance(msg, ipc.AddAck):
+        elif isinstance(msg, wire.AddAck):
             future = self._acks.pop(msg.request_id, None)
             if future is not None and not future.done():
                 future.set_result(msg)
-        elif isinstance(msg, ipc.Ready):
+        elif isinstance(msg, wire.Ready):
             self.info = msg
             self.last_heartbeat = time.monotonic()
             log.info("engine ready: max_model_len=%d, %d KV blocks, speculation=%s", msg.max_model_len,
                      msg.num_blocks, msg.spec_method)
             self.ready_event.set()
-        elif isinstance(msg, ipc.Fatal):
+        elif isinstance(msg, wire.Fatal):
             self._fatal = msg.message
 
-    def _on_stats(self, stats: ipc.EngineStats) -> None:
+    def _on_stats(self, stats: wire.EngineStats) -> None:
         self.last_heartbeat = time.monotonic()
         if stats.num_steps != self.stats.num_steps or not self.stats.num_running:
             self.last_progress = self.last_heartbeat
         self.stats = stats
-        self.metrics.record_stats(stats)
+        self.observer.record_stats(stats)
 
-    def _on_delta(self, delta: ipc.ReqDelta) -> None:
+    def _on_delta(self, delta: wire.RequestDelta) -> None:
         state = self.requests.get(delta.request_id)
         if state is None:
             return
-        now, m = time.monotonic(), self.metrics
-        num_new = sum(len(s.delta_token_ids) for s in delta.seqs)
+        now = time.monotonic()
+        num_new = sum(len(s.new_token_ids) for s in delta.seqs)
+        num_prompt = 0
+        ttft_s = itl_s = e2e_s = None
         if num_new:
             if state.first_token_time is None:
                 state.first_token_time = now
-                m.ttft.observe(now - state.arrival)
-                m.prompt_tokens.inc(state.num_prompt_tokens)
+                ttft_s, num_prompt = now - state.arrival, state.num_prompt_tokens
             else:
-                m.itl.observe(now - state.last_token_time)
+                itl_s = now - state.last_token_time
             state.last_token_time = now
-            m.generation_tokens.inc(num_new)
-        for seq in delta.seqs:
-            if seq.finish_reason is not None:
-                m.record_finished(seq.finish_reason)
         if delta.finished:
-            m.e2e.observe(now - state.arrival)
+            e2e_s = now - state.arrival
             del self.requests[delta.request_id]
+        finished = [s.finish_reason for s in delta.seqs if s.finish_reason is not None]
+        self.observer.record_output(OutputEvent(num_new, num_prompt, ttft_s, itl_s, e2e_s, finished))
         state.queue.put_nowait(delta)
 
     def _die(self, reason: str) -> None:
@@ -233,7 +249,7 @@ class EngineClient:
         self.dead_reason = reason
         if not self._closing:
             log.error("engine core is gone: %s", reason)
-        error = unavailable(f"the engine stopped: {reason}", "engine_dead")
+        error = EngineError(f"the engine stopped: {reason}", ErrorKind.ENGINE_DEAD)
         for future in self._acks.values():
             if not future.done():
                 future.set_exception(error)

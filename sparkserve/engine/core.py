@@ -1,7 +1,8 @@
-"""The engine core process: ``python -m sparkserve.server.core --fd N``.
+"""The engine core process: ``python -m sparkserve.engine.core --fd N``.
 
-The API process starts it with one end of a socketpair as fd N (see ``engine_client``). The
-core owns the ``Engine`` (and so torch); the API process never imports this module.
+The API process starts it with one end of a socketpair as fd N (see ``client``). The core owns
+the ``Engine`` (and so torch); the API process never imports this module. Messages are the
+structs of ``wire``; the engine's per-step deltas are sent as they come out of ``Engine.step``.
 
 Threads:
 * main: builds the engine, then loops: apply queued ``Add``/``Abort`` messages, ``engine.step()``
@@ -12,7 +13,8 @@ Threads:
 * heartbeat: sends the latest stats snapshot every ``HEARTBEAT_INTERVAL_S``.
 
 A step that raises is fatal: the core sends ``Fatal`` and exits 1 (engine state is unknown).
-Bad requests are not: ``add_request`` errors are answered with an ``AddAck`` carrying the error.
+Bad requests are not: ``add_request`` errors are answered with an ``AddAck`` carrying the error
+and its ``ErrorKind``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ import threading
 import time
 import traceback
 
-from sparkserve.server import ipc
+from sparkserve.engine import wire
+from sparkserve.errors import ErrorKind, error_kind
 
 log = logging.getLogger("sparkserve.core")
 HEARTBEAT_INTERVAL_S = 0.5
@@ -40,19 +43,19 @@ class Conn:
         self._lock = threading.Lock()
 
     def send(self, msg) -> None:
-        data = ipc.encode_frame(msg)
+        data = wire.encode_frame(msg)
         with self._lock:
             self.sock.sendall(data)
 
     def recv(self):
         """The next message; None at EOF."""
-        header = self._recv_exact(ipc.HEADER_BYTES)
+        header = self._recv_exact(wire.HEADER_BYTES)
         if header is None:
             return None
-        payload = self._recv_exact(ipc.frame_length(header))
+        payload = self._recv_exact(wire.frame_length(header))
         if payload is None:
             return None
-        return ipc.to_core_decoder.decode(payload)
+        return wire.to_core_decoder.decode(payload)
 
     def _recv_exact(self, n: int) -> bytes | None:
         buf = bytearray()
@@ -87,19 +90,17 @@ class CoreLoop:
         self.engine = engine
         self.conn = conn
         self.inbox = inbox
-        self.stats = self._stats()
-        self._lp_sent: dict[str, dict[int, int]] = {}  # request -> choice index -> logprobs sent
-        self._done: dict[str, set[int]] = {}  # request -> choice indices whose finish was sent
+        self.stats = engine.stats()
 
     # -- threads --------------------------------------------------------------------------------------
     def run(self) -> None:
         threading.Thread(target=self._heartbeat_loop, name="core-heartbeat", daemon=True).start()
         eng = self.engine
-        self.conn.send(ipc.Ready(eng.config.scheduler.max_model_len, eng.model_config.vocab_size,
+        self.conn.send(wire.Ready(eng.config.scheduler.max_model_len, eng.model_config.vocab_size,
                                  eng.num_blocks, eng.config.spec.method))
         while True:
             msgs = self._drain(block=not eng.has_unfinished())
-            deltas: list[ipc.ReqDelta] = []
+            deltas: list[wire.RequestDelta] = []
             for msg in msgs:
                 deltas += self._handle(msg)
             if eng.has_unfinished():
@@ -108,16 +109,16 @@ class CoreLoop:
                 except Exception as e:  # engine state is unknown: report and die
                     log.error("engine step failed:\n%s", traceback.format_exc())
                     self._fatal(f"engine step failed: {type(e).__name__}: {e}")
-                deltas += [d for d in map(self._delta, outs) if d is not None]
+                deltas += outs
             if deltas or msgs:
-                self.stats = self._stats()
-                self.conn.send(ipc.StepOutputs(deltas, self.stats))
+                self.stats = eng.stats()
+                self.conn.send(wire.StepOutputs(deltas, self.stats))
 
     def _heartbeat_loop(self) -> None:
         while True:
             time.sleep(HEARTBEAT_INTERVAL_S)
             try:
-                self.conn.send(ipc.Heartbeat(self.stats))
+                self.conn.send(wire.Heartbeat(self.stats))
             except OSError:
                 os._exit(0)
 
@@ -131,37 +132,31 @@ class CoreLoop:
 
     def _fatal(self, message: str) -> None:
         try:
-            self.conn.send(ipc.Fatal(message))
+            self.conn.send(wire.Fatal(message))
         finally:
             os._exit(1)
 
     # -- messages -------------------------------------------------------------------------------------
-    def _handle(self, msg) -> list[ipc.ReqDelta]:
-        if isinstance(msg, ipc.Abort):
-            return [d for d in map(self._delta, self.engine.abort(msg.request_ids)) if d is not None]
-        if isinstance(msg, ipc.Add):
+    def _handle(self, msg) -> list[wire.RequestDelta]:
+        if isinstance(msg, wire.Abort):
+            return self.engine.abort(msg.request_ids)
+        if isinstance(msg, wire.Add):
             self.conn.send(self._add(msg))
         return []
 
-    def _add(self, msg: ipc.Add) -> ipc.AddAck:
-        from sparkserve.sampling_params import SamplingParams
-        from sparkserve.scheduler import QueueFullError
-
+    def _add(self, msg: wire.Add) -> wire.AddAck:
         rid = msg.request_id
         try:
-            params = SamplingParams(**msg.params)
+            params = msg.params.to_sampling()
             self.engine.add_request(rid, {"prompt_token_ids": msg.prompt_token_ids, "prompt": msg.prompt}, params)
-            return ipc.AddAck(rid)
-        except QueueFullError as e:
-            self._forget(rid)
-            return ipc.AddAck(rid, str(e), "queue_full")
-        except (ValueError, TypeError) as e:
-            self._forget(rid)
-            return ipc.AddAck(rid, str(e), "invalid")
+            return wire.AddAck(rid)
         except Exception as e:
-            log.error("add_request failed:\n%s", traceback.format_exc())
+            kind, message = error_kind(e), str(e)
+            if kind is ErrorKind.INTERNAL:
+                log.error("add_request failed:\n%s", traceback.format_exc())
+                message = f"{type(e).__name__}: {e}"
             self._forget(rid)
-            return ipc.AddAck(rid, f"{type(e).__name__}: {e}", "internal")
+            return wire.AddAck(rid, message, kind)
 
     def _forget(self, rid: str) -> None:
         """Undo a partly added request (n > 1 children queued before the failure); emit nothing."""
@@ -169,44 +164,6 @@ class CoreLoop:
             self.engine.abort(rid)
         except Exception:  # pragma: no cover - nothing was added
             pass
-        self._lp_sent.pop(rid, None)
-        self._done.pop(rid, None)
-
-    def _delta(self, out) -> ipc.ReqDelta | None:
-        rid = out.request_id
-        lp_sent = self._lp_sent.setdefault(rid, {})
-        done = self._done.setdefault(rid, set())
-        seqs = []
-        for c in out.outputs:
-            if c.index in done:
-                continue
-            lps = None
-            if c.logprobs is not None:
-                start = lp_sent.get(c.index, 0)
-                lps = [(int(lp.token_id), float(lp.logprob), [(int(t), float(v)) for t, v in lp.top])
-                       for lp in c.logprobs[start:]]
-                lp_sent[c.index] = len(c.logprobs)
-            if not (c.delta_token_ids or c.delta_text or c.finish_reason or lps):
-                continue
-            if c.finish_reason is not None:
-                done.add(c.index)
-            stop_reason = c.stop_reason if isinstance(c.stop_reason, (int, str)) else None
-            seqs.append(ipc.SeqDelta(c.index, c.delta_text, [int(t) for t in c.delta_token_ids], len(c.token_ids),
-                                     c.finish_reason, stop_reason, lps))
-        spec = None
-        if out.finished:
-            self._lp_sent.pop(rid, None)
-            self._done.pop(rid, None)
-            if out.spec_decode is not None and out.spec_decode.num_drafts:
-                spec = out.spec_decode.as_dict()
-        if not seqs and not out.finished:
-            return None
-        return ipc.ReqDelta(rid, out.finished, len(out.prompt_token_ids), out.num_cached_tokens, seqs, spec)
-
-    def _stats(self) -> ipc.EngineStats:
-        s = self.engine.stats()
-        return ipc.EngineStats(s["num_running"], s["num_waiting"], float(s["kv_usage"]), s["num_preemptions"],
-                               s["num_blocks"], self.engine.num_steps, s.get("spec_decode"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,18 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Conn(socket.socket(fileno=args.fd))
     start = conn.recv()
-    if not isinstance(start, ipc.Start):
+    if not isinstance(start, wire.Start):
         return 0 if start is None else 2
     logging.basicConfig(level=start.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     inbox = start_reader(conn)  # from here on, losing the API process ends this one, even mid-load
     try:
         from sparkserve.engine.engine import Engine
-        from sparkserve.engine.llm import build_engine_config
+        from sparkserve.engine.args import build_engine_config
 
         engine = Engine(build_engine_config(**start.engine_kwargs))
     except Exception as e:
         log.debug("engine build failed:\n%s", traceback.format_exc())
-        conn.send(ipc.Fatal(f"could not start the engine: {e}"))
+        conn.send(wire.Fatal(f"could not start the engine: {e}"))
         return 1
     log.info("engine core ready (pid %d, %d KV blocks)", os.getpid(), engine.num_blocks)
     try:
