@@ -11,14 +11,14 @@ from tests.spec_decode.test_spec_engine import MAX_TOKENS, baseline, make_prompt
 PLANNERS = ["threshold", "causal", "lagged"]
 
 
-def planner_extra(tmp_root: str, draft_gate: bool = True) -> dict:
+def planner_settings(tmp_root: str, draft_gate: bool = True) -> dict:
     return {"cost_profile_time_s": 2.0, "cost_cache_dir": f"{tmp_root}/cost", "draft_gate": draft_gate}
 
 
 @pytest.mark.parametrize("verify", PLANNERS)
 def test_greedy_equality_with_planner(verify, root, baseline):  # noqa: F811
     prompts, want = baseline
-    spec = spec_config("dspark", root, verify=verify, confidence_threshold=0.4, extra=planner_extra(root))
+    spec = spec_config("dspark", root, verify=verify, confidence_threshold=0.4, **planner_settings(root))
     llm = LLM(target_dir(root), max_model_len=192, max_num_seqs=16, max_num_batched_tokens=64, block_size=4,
               num_kv_blocks=80, speculative_config=spec)
     outs = llm.generate([{"prompt_token_ids": p} for p in prompts],
@@ -39,7 +39,7 @@ def test_distribution_with_planner(verify, world):  # noqa: F811
     if not os.path.exists(drafter):
         init_drafter("dspark", target, drafter, num_speculative_tokens=3, seed=5, init_std=0.3)
     spec = {"method": "dspark", "model": drafter, "num_speculative_tokens": 3, "verify": verify,
-            "extra": planner_extra(root_dir, draft_gate=False)}  # the planner on every step
+            **planner_settings(root_dir, draft_gate=False)}  # the planner on every step
     llm = LLM(target, max_model_len=64, max_num_seqs=256, max_num_batched_tokens=4096, speculative_config=spec)
     params = [SamplingParams(max_tokens=5, ignore_eos=True, seed=7000 + i, temperature=1.0) for i in range(N)]
     outs = llm.generate([{"prompt_token_ids": PROMPT}] * N, params)
@@ -52,7 +52,7 @@ def test_greedy_equality_while_the_draft_gate_switches(root, baseline):  # noqa:
     from sparkserve.spec_decode.draft_gate import DraftGate
 
     prompts, want = baseline
-    spec = spec_config("dspark", root, verify="causal", extra=planner_extra(root))
+    spec = spec_config("dspark", root, verify="causal", **planner_settings(root))
     llm = LLM(target_dir(root), max_model_len=192, max_num_seqs=16, max_num_batched_tokens=64, block_size=4,
               num_kv_blocks=80, speculative_config=spec)
     gate = llm.engine.spec_control.gate = DraftGate(window=2, min_samples=1, probe_every=3, probe_steps=1)
