@@ -26,8 +26,10 @@ class Request:
     """One sequence being generated.
 
     Invariant: ``num_computed_tokens`` <= ``num_tokens``; the KV of tokens
-    ``[0, num_computed_tokens)`` is in the sequence's blocks. ``draft_token_ids`` are proposals
-    for positions after the last token; they are not part of ``all_token_ids`` until accepted.
+    ``[0, num_computed_tokens)`` is in the sequence's blocks. ``draft_token_ids`` [n] are the
+    pending draft block, proposals for the positions after the last token (not part of
+    ``all_token_ids`` until accepted), and ``draft_confidences`` [n] (or []) their confidences; this
+    is the one owner of both (``scheduler/drafts.py``: the runner keeps only their distributions).
     """
 
     request_id: str
@@ -41,8 +43,8 @@ class Request:
     num_computed_tokens: int = 0
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache (first schedule)
     num_preemptions: int = 0
-    draft_token_ids: list[int] = field(default_factory=list)
-    draft_confidences: list[float] = field(default_factory=list)
+    draft_token_ids: list[int] = field(default_factory=list)  # [n]
+    draft_confidences: list[float] = field(default_factory=list)  # [n] or []
     stop_reason: int | str | None = None
     first_token_time: float | None = None
 

@@ -2,7 +2,9 @@
 
 A step brings each scheduled sequence's ``num_computed_tokens`` up by ``len(token_ids)``:
 prefill chunks, decode tokens and verification blocks ``[anchor, d1..dl]`` are all just token
-counts. Nothing here holds a tensor or a Request object.
+counts. Nothing here holds a tensor or a Request object. A plan's drafts are a view of the
+scheduler's pending draft blocks; the runner keeps only their distributions q
+(``scheduler/drafts.py`` says why).
 """
 from __future__ import annotations
 
@@ -25,32 +27,46 @@ class SamplingMeta:
 class ScheduledSeq:
     """One sequence's work in a step.
 
-    ``token_ids`` are the tokens whose KV this step computes, at positions
-    ``num_computed_tokens .. num_computed_tokens + len(token_ids) - 1``. When
-    ``num_draft_tokens`` = l > 0 the last l of them are unverified draft tokens.
-    ``sample`` is False for a prefill chunk that does not reach the end of the known tokens.
+    ``token_ids`` [num_known + l] are the tokens whose KV this step computes, at positions
+    ``num_computed_tokens .. num_computed_tokens + len(token_ids) - 1``: ``num_known`` known tokens
+    (a prefill chunk, or the one anchor token of a decoding sequence), then the verify block's
+    l = ``num_draft_tokens`` unverified drafts (l > 0 only when ``num_known`` is 1 and ``sample``).
+    ``draft_confidences`` [l] are the drafter's c_1..c_l for exactly those drafts (the values the
+    verify planner saw), or [] when the drafter has none. ``sample`` is False for a prefill chunk
+    that does not reach the end of the known tokens.
     """
 
     request_id: str
-    token_ids: list[int]
+    token_ids: list[int]  # [num_known + num_draft_tokens]
     num_computed_tokens: int
     block_ids: list[int]  # the sequence's whole block table, covering every position it writes
     sampling: SamplingMeta
     sample: bool = True
-    num_draft_tokens: int = 0
-    draft_probs_key: int | None = None  # reserved for drafter bookkeeping (spec decode)
+    num_draft_tokens: int = 0  # l: the verify length this step
+    draft_confidences: list[float] = field(default_factory=list)  # [l] or []
     num_output_tokens: int = 0  # tokens generated so far (penalties, min_tokens)
     max_draft_tokens: int | None = None  # per-request cap on the next draft block (None: engine's gamma)
-    history_token_ids: list[int] | None = None  # committed prompt+output tokens (only for text drafters)
+    history_token_ids: list[int] | None = None  # [num_tokens] the request's committed tokens (text drafters only)
+
+    @property
+    def num_known_tokens(self) -> int:
+        return len(self.token_ids) - self.num_draft_tokens
+
+    @property
+    def draft_token_ids(self) -> list[int]:
+        """[l] the drafts this step verifies (the tail of ``token_ids``)."""
+        return self.token_ids[self.num_known_tokens:]
 
 
 @dataclass
 class StepPlan:
-    """Everything the runner executes in one step."""
+    """Everything the runner executes in one step, complete when it leaves ``Scheduler.schedule``:
+    the work per sequence (with the drafts each verifies and their confidences) and ``draft``, whether
+    the runner drafts the next blocks after this step (False: the draft gate turned drafting off)."""
 
     seqs: list[ScheduledSeq] = field(default_factory=list)
     finished_request_ids: list[str] = field(default_factory=list)  # runner may drop their state
-    draft: bool = True  # draft the next blocks after this step (False: the draft gate turned drafting off)
+    draft: bool = True
 
     @property
     def num_tokens(self) -> int:
@@ -59,11 +75,11 @@ class StepPlan:
     @property
     def num_decoding(self) -> int:
         """Sequences that emit a token and carry no prefill work (one anchor, maybe drafts)."""
-        return sum(1 for s in self.seqs if s.sample and len(s.token_ids) - s.num_draft_tokens == 1)
+        return sum(1 for s in self.seqs if s.sample and s.num_known_tokens == 1)
 
     @property
     def has_prefill(self) -> bool:
-        return any(len(s.token_ids) - s.num_draft_tokens > 1 or not s.sample for s in self.seqs)
+        return any(s.num_known_tokens > 1 or not s.sample for s in self.seqs)
 
     def __bool__(self) -> bool:
         return bool(self.seqs)
@@ -82,8 +98,8 @@ class SeqResult:
     new_token_ids: list[int] = field(default_factory=list)
     num_accepted_drafts: int = 0
     logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
-    next_draft_token_ids: list[int] | None = None  # the next draft block (spec decode)
-    next_draft_confidences: list[float] | None = None
+    next_draft_token_ids: list[int] | None = None  # [n] the next draft block (spec decode); None: none drafted
+    next_draft_confidences: list[float] | None = None  # [n] its confidences; None: the drafter has none
 
 
 @dataclass

@@ -9,17 +9,18 @@ import torch
 from sparkserve.config import EngineConfig
 from sparkserve.errors import ContextLengthError, QueueFullError
 from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
-from sparkserve.engine.spec_control import SpecControl
+from sparkserve.engine.spec_control import NoSpecControl, SpecControl
 from sparkserve.engine.spec_stats import SpecStatsTracker
-from sparkserve.engine.wire import EngineStats, RequestDelta, SpecEngineStats
 from sparkserve.models.loader import load_model
 from sparkserve.models.tokenizer import Tokenizer
+from sparkserve.outputs import RequestOutput
 from sparkserve.request import Request, RequestStatus
 from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
 from sparkserve.runner.model_runner import ModelRunner
 from sparkserve.sampling_params import SamplingParams
 from sparkserve.scheduler import Scheduler
 from sparkserve.spec_decode.factory import build_proposer
+from sparkserve.step import StepPlan, StepResult
 
 log = logging.getLogger("sparkserve.engine")
 
@@ -53,17 +54,18 @@ class Engine:
                                     self.model_config.num_key_value_heads, self.model_config.head_dim,
                                     next(self.model.parameters()).dtype)
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
-        self.scheduler = Scheduler(sched, config.cache, self.num_blocks)
         proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size)
-        self.scheduler.needs_history = bool(getattr(proposer, "needs_history", False))
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
                                   proposer, gamma)
         self.num_speculative_tokens = gamma
-        self.spec_control = None
-        if proposer is not None:
-            self.spec_control = SpecControl(config.spec, self.runner, proposer, gamma, mc.model,
-                                            sched.max_num_batched_tokens, sched.max_num_seqs)
-            self.scheduler.verify_planner = self.spec_control.verify_planner
+        # profiles the step-time curve with the runner (load-aware planners), before any request exists
+        self.spec_control = NoSpecControl() if proposer is None else \
+            SpecControl(config.spec, self.runner, proposer, gamma, mc.model, sched.max_num_batched_tokens,
+                        sched.max_num_seqs)
+        self.scheduler = Scheduler(sched, config.cache, self.num_blocks,
+                                   verify_planner=self.spec_control.verify_planner,
+                                   draft_switch=self.spec_control.decide_draft,
+                                   needs_history=self.spec_control.needs_history)
         self.spec_stats = SpecStatsTracker()
         self.outputs = OutputProcessor(self.tokenizer, self.spec_stats)
         self._ids = itertools.count()
@@ -72,7 +74,6 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------------
     def encode_prompt(self, prompt) -> tuple[str | None, list[int]]:
-        """(prompt text or None, prompt token ids) from a string, token ids or a prompt dict."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("this model directory has no tokenizer; pass prompt token ids instead of text")
@@ -123,8 +124,7 @@ class Engine:
             raise ContextLengthError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
                              f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
 
-    def abort(self, request_ids) -> list[RequestDelta]:
-        """End requests (unknown or finished ids are ignored); their last deltas, finish reason "abort"."""
+    def abort(self, request_ids) -> list[RequestOutput]:
         if isinstance(request_ids, str):
             request_ids = [request_ids]
         child_ids = [c for rid in request_ids for c in self.outputs.children_of(rid)]
@@ -133,36 +133,39 @@ class Engine:
         return outs
 
     # -- the loop ---------------------------------------------------------------------------------------
-    def step(self) -> list[RequestDelta]:
+    def step(self) -> list[RequestOutput]:
+        """Schedule -> execute -> update. The plan is complete when it leaves the scheduler (the work,
+        the drafts each sequence verifies with their confidences, whether to draft after the step)."""
         plan = self.scheduler.schedule()
-        if self.spec_control is not None:
-            plan.draft = self.spec_control.decide_draft(plan)
         result = self.runner.execute(plan)
-        verified = self.spec_control.confidences_before_update(plan, self.scheduler) if self.spec_control else ()
         updated = self.scheduler.update(plan, result)
-        if self.spec_control is not None:
-            self.spec_control.after_step(plan, result, verified)
-        self.spec_stats.record(plan, result)
+        self._record(plan, result)
+        outs, stopped = self.outputs.process(updated, {s.request_id: s.logprobs for s in result.seqs if s.logprobs})
+        for request_id in stopped:  # stop strings match only after detokenizing: they end the request here
+            self.scheduler.finish_request(request_id, RequestStatus.FINISHED_STOPPED)
+        return outs
+
+    def _record(self, plan: StepPlan, result: StepResult) -> None:
+        """The step's statistics: engine counters, speculative-decoding counters, the spec control loop
+        (cost table, draft gate, calibration drift)."""
         self.num_steps += 1
         self.forward_time_s += result.forward_time_s
-        logprobs = {s.request_id: s.logprobs for s in result.seqs if s.logprobs}
-        outs, stopped = self.outputs.process(updated, logprobs)
-        for cid in stopped:
-            self.scheduler.finish_request(cid, RequestStatus.FINISHED_STOPPED)
-        return outs
+        self.spec_stats.record(plan, result)
+        self.spec_control.observe(plan, result)
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def stats(self) -> EngineStats:
-        """A snapshot (the engine core sends it with every step's deltas and in heartbeats)."""
+    def stats(self) -> dict:
         s = self.scheduler
-        spec = None
+        out = {"num_running": s.num_running, "num_waiting": s.num_waiting, "kv_usage": s.kv_usage,
+               "num_preemptions": s.num_preemptions_total, "num_blocks": self.num_blocks}
         if self.num_speculative_tokens:
-            spec = SpecEngineStats.build(self.spec_stats.total, self.spec_stats.verify_length_counts,
-                                         self.spec_control.stats())
-        return EngineStats(s.num_running, s.num_waiting, float(s.kv_usage), s.num_preemptions_total, self.num_blocks,
-                           self.num_steps, spec)
+            t = self.spec_stats.total
+            out["spec_decode"] = {**t.as_dict(), "accepted_per_pos": list(t.accepted_per_pos),
+                                  "verify_length_counts": dict(self.spec_stats.verify_length_counts),
+                                  **self.spec_control.stats()}
+        return out
 
 
 def set_cpu_threads(num_threads: int | None, model_path: str, device: torch.device) -> None:

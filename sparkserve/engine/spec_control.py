@@ -1,19 +1,33 @@
-"""The engine's control loop around speculation: the verify-length planner (the scheduler's
-``verify_planner`` hook), the live cost table SPS(B) it plans with (profiled at start or loaded from
-disk, refined from every step's measured time), and online calibration drift of the confidences."""
+"""The engine's control loop around speculation, in two halves.
+
+Scheduling (the scheduler calls these while it builds a plan, ``scheduler/drafts.py``):
+``verify_planner``, the verify-length planner, with the live cost table SPS(B) it plans with
+(profiled at start or loaded from disk); ``decide_draft``, the draft gate (does drafting pay at this
+load?); ``needs_history`` (does the drafter read token text?).
+
+Update (the engine calls ``observe(plan, result)`` once per step): the measured step time refines
+the cost table and feeds the gate, and the verified drafts' confidences against their acceptance
+track calibration drift (refitting the drafter's STS temperatures when it drifts).
+
+``NoSpecControl`` is the same interface for an engine without a drafter.
+"""
 from __future__ import annotations
 
 import logging
 
 from sparkserve.config import SpecConfig
+from sparkserve.scheduler.drafts import VerifyPlanner
 from sparkserve.spec_decode.cost_model import CostKey, CostTable, describe_hardware
 from sparkserve.spec_decode.draft_gate import DraftGate
 from sparkserve.spec_decode.drift import CalibrationDrift
 from sparkserve.spec_decode.planner import planner_from_spec
-from sparkserve.spec_decode.profile import profile_step_times
+from sparkserve.spec_decode.profile import profile_step_times, runner_step_time
+from sparkserve.spec_decode.types import Proposer
 from sparkserve.step import StepPlan, StepResult
 
 log = logging.getLogger("sparkserve.spec_decode")
+
+COST_TABLE_SAVE_EVERY = 2000  # steps between writes of the refined cost table to the disk cache
 
 
 def cost_key(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: int) -> CostKey:
@@ -22,52 +36,53 @@ def cost_key(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: 
                    describe_hardware(runner.device), max_num_batched_tokens)
 
 
+class NoSpecControl:
+    """No drafter: no planner, never a draft decision to make, nothing to observe."""
+
+    needs_history = False
+    verify_planner: VerifyPlanner | None = None
+
+    def decide_draft(self, num_decoding: int) -> bool:
+        return True
+
+    def observe(self, plan: StepPlan, result: StepResult) -> None:
+        return None
+
+    def stats(self) -> dict:
+        return {}
+
+
 class SpecControl:
-    def __init__(self, spec: SpecConfig, runner, proposer, gamma: int, model_path: str, max_num_batched_tokens: int,
-                 max_num_seqs: int):
-        self.spec, self.runner, self.proposer = spec, runner, proposer
+    def __init__(self, spec: SpecConfig, runner, proposer: Proposer, gamma: int, model_path: str,
+                 max_num_batched_tokens: int, max_num_seqs: int):
+        self.spec, self.proposer = spec, proposer
+        self.needs_history = proposer.needs_history
         self.planner = planner_from_spec(spec, max_num_batched_tokens=max_num_batched_tokens)
         self.cost_table: CostTable | None = None
-        self.cost_root = spec.cost_cache_dir
-        if spec.verify in ("causal", "lagged"):
-            key = cost_key(spec, runner, model_path, max_num_batched_tokens)
-            table = CostTable.load_cached(key, self.cost_root)
-            if table is None:
-                limit = float(spec.cost_profile_time_s)
-                log.info("profiling step time vs batch tokens (<= %.0f s)", limit)
-                table = profile_step_times(lambda b: runner.profile_step(b, max_num_seqs), max_num_batched_tokens,
-                                           limit, key=key)
-                table.save_cached(self.cost_root)
-            self.cost_table = self.planner.cost_table = table
-        temps = getattr(proposer, "confidence_temperatures", None)
-        self.drift = CalibrationDrift(gamma, temps, ece_bound=spec.drift_ece_bound) \
-            if getattr(proposer, "has_confidence", hasattr(proposer, "confidence_temperatures")) else None
+        load_aware = spec.verify in ("causal", "lagged")
+        if load_aware:
+            self.cost_table = self.planner.cost_table = _cost_table(spec, runner, model_path,
+                                                                    max_num_batched_tokens, max_num_seqs)
+        self.drift = CalibrationDrift(gamma, proposer.confidence_temperatures, ece_bound=spec.drift_ece_bound) \
+            if proposer.has_confidence else None
         # Load-aware planners also decide whether drafting pays at all (spec_decode/draft_gate.py).
-        self.gate = DraftGate() if spec.verify in ("causal", "lagged") and spec.draft_gate else None
+        self.gate = DraftGate() if load_aware and spec.draft_gate else None
         self.num_steps = 0
 
-    def decide_draft(self, plan: StepPlan) -> bool:
-        """Whether the runner drafts after this step (always, without the gate)."""
-        return True if self.gate is None or not plan.seqs else self.gate.decide(plan.num_decoding)
-
+    # ---- scheduling ---------------------------------------------------------------------------
     @property
-    def verify_planner(self):
-        """The scheduler hook; None for plain 'fixed' (the scheduler then verifies every draft)."""
+    def verify_planner(self) -> VerifyPlanner | None:
+        """The scheduler's hook; None for plain 'fixed' (the scheduler then verifies every draft)."""
         return None if self.spec.verify == "fixed" and self.spec.verify_k is None else self.planner
 
-    def confidences_before_update(self, plan: StepPlan, scheduler) -> list[tuple[int, list[float]]]:
-        """The confidences of the drafts each sequence verifies now (update overwrites them)."""
-        if self.drift is None:
-            return []
-        out = []
-        for i, s in enumerate(plan.seqs):
-            if s.num_draft_tokens:
-                req = scheduler.get_request(s.request_id)
-                if req is not None and req.draft_confidences:
-                    out.append((i, list(req.draft_confidences[:s.num_draft_tokens])))
-        return out
+    def decide_draft(self, num_decoding: int) -> bool:
+        """Whether the runner drafts after a step with ``num_decoding`` decoding sequences (always,
+        without the gate). The scheduler's ``draft_switch``: called once per non-empty plan."""
+        return True if self.gate is None else self.gate.decide(num_decoding)
 
-    def after_step(self, plan: StepPlan, result: StepResult, verified: list[tuple[int, list[float]]]) -> None:
+    # ---- update -------------------------------------------------------------------------------
+    def observe(self, plan: StepPlan, result: StepResult) -> None:
+        """Count one executed step: gate rates, cost-table refinement, calibration drift."""
         self.num_steps += 1
         if self.gate is not None and plan.seqs:
             emitted = sum(len(s.new_token_ids) for s in result.seqs)
@@ -75,10 +90,13 @@ class SpecControl:
         # the table models steps that run the drafter; a step that skipped it would teach it wrong times
         if self.cost_table is not None and plan.seqs and plan.draft and result.step_time_s > 0:
             self.cost_table.observe(plan.num_tokens, result.step_time_s)
-            if self.num_steps % 2000 == 0:
-                self.cost_table.save_cached(self.cost_root)
-        for i, conf in verified:
-            if self.drift.observe(conf, plan.seqs[i].num_draft_tokens, result.seqs[i].num_accepted_drafts):
+            if self.num_steps % COST_TABLE_SAVE_EVERY == 0:
+                self.cost_table.save_cached(self.spec.cost_cache_dir)
+        if self.drift is None:
+            return
+        for seq, res in zip(plan.seqs, result.seqs):
+            if seq.num_draft_tokens and seq.draft_confidences and \
+                    self.drift.observe(seq.draft_confidences, seq.num_draft_tokens, res.num_accepted_drafts):
                 self.proposer.confidence_temperatures = list(self.drift.temperatures)
                 log.info("confidence calibration drifted: refit STS temperatures %s", self.drift.temperatures)
 
@@ -91,3 +109,16 @@ class SpecControl:
         if self.gate is not None:
             out["draft_gate"] = self.gate.stats()
         return out
+
+
+def _cost_table(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: int,
+                max_num_seqs: int) -> CostTable:
+    """The cached table for this setup, or a fresh profile (then cached)."""
+    key = cost_key(spec, runner, model_path, max_num_batched_tokens)
+    table = CostTable.load_cached(key, spec.cost_cache_dir)
+    if table is None:
+        log.info("profiling step time vs batch tokens (<= %.0f s)", spec.cost_profile_time_s)
+        table = profile_step_times(lambda b: runner_step_time(runner, b, max_num_seqs), max_num_batched_tokens,
+                                   float(spec.cost_profile_time_s), key=key)
+        table.save_cached(spec.cost_cache_dir)
+    return table

@@ -34,7 +34,7 @@ class SpecStatsTracker:
                 continue
             verified, accepted = seq.num_draft_tokens, res.num_accepted_drafts
             proposed = len(res.next_draft_token_ids or ())
-            decode_round = len(seq.token_ids) - verified == 1
+            decode_round = seq.num_known_tokens == 1
             if not (verified or proposed or decode_round):
                 continue
             stats = self.per_request.setdefault(seq.request_id, SpecDecodeStats())

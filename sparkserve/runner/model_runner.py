@@ -1,6 +1,7 @@
 """Runs the target model for a StepPlan: one forward over all scheduled tokens, then sampling or
 lossless verification, then (with a drafter) the next draft blocks. Holds the KV tensors, the
-per-request generators and pending draft blocks; never sees a Request object."""
+per-request generators and the pending drafts' distributions q (``draft_probs.py``; the drafts
+themselves are the scheduler's); never sees a Request object."""
 from __future__ import annotations
 
 import time
@@ -10,22 +11,30 @@ import torch
 from sparkserve.attention.base import PagedAttentionContext
 from sparkserve.attention.registry import get_backend
 from sparkserve.runner import spec_step
+from sparkserve.runner.draft_probs import DraftProbs
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
 from sparkserve.runner.observe_buffer import ObserveBuffer
 from sparkserve.sample import RequestGenerators, Sampler
-from sparkserve.spec_decode.types import DraftBlock
-from sparkserve.step import SamplingMeta, ScheduledSeq, SeqResult, StepPlan, StepResult
+from sparkserve.spec_decode.types import Proposer
+from sparkserve.step import SeqResult, StepPlan, StepResult
 
 
 class ModelRunner:
+    """``execute(plan) -> StepResult`` is its interface; ``block_size``, ``num_blocks``, ``gamma``,
+    ``vocab_size`` and ``max_position_embeddings`` describe it to the step-time profiler, which builds
+    synthetic plans (``spec_decode/profile.py``)."""
+
     def __init__(self, model, num_blocks: int, block_size: int, backend: str = "auto", seed: int = 0,
-                 proposer=None, num_speculative_tokens: int = 0):
+                 proposer: Proposer | None = None, num_speculative_tokens: int = 0):
         self.model = model
         cfg = model.config
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.vocab_size = cfg.vocab_size
+        self.max_position_embeddings = cfg.max_position_embeddings
         self.backend = get_backend(backend, self.device.type)
         self.kv_caches = allocate_kv_caches(cfg.num_hidden_layers, num_blocks, block_size, cfg.num_key_value_heads,
                                             cfg.head_dim, self.dtype, self.device)
@@ -33,8 +42,8 @@ class ModelRunner:
         self.sampler = Sampler()
         self.proposer = proposer
         self.gamma = num_speculative_tokens if proposer is not None else 0
-        self.capture_ids = tuple(getattr(proposer, "target_layer_ids", ())) if proposer is not None else ()
-        self.draft_blocks: dict[str, DraftBlock] = {}
+        self.capture_ids = tuple(proposer.target_layer_ids) if proposer is not None else ()
+        self.draft_probs = DraftProbs()
         self.observe_buffer = ObserveBuffer(proposer) if proposer is not None else None
         self.draft_time_s = 0.0
 
@@ -42,8 +51,7 @@ class ModelRunner:
     def execute(self, plan: StepPlan) -> StepResult:
         t0 = time.perf_counter()
         self.generators.drop(plan.finished_request_ids)
-        for rid in plan.finished_request_ids:
-            self.draft_blocks.pop(rid, None)
+        self.draft_probs.drop(plan.finished_request_ids)
         if not plan.seqs:
             return StepResult()
         batch = flatten(plan, self.block_size, self.device)
@@ -56,7 +64,7 @@ class ModelRunner:
         forward_time = time.perf_counter() - t_fwd
         results = [SeqResult(s.request_id) for s in plan.seqs]
         if rows and any(plan.seqs[i].num_draft_tokens for i in sampled):
-            spec_step.verify_step(plan, sampled, logits, self.draft_blocks, self.generators, results)
+            spec_step.verify_step(plan, sampled, logits, self.draft_probs, self.generators, results)
         elif rows:
             self._sample(plan, sampled, logits, results)
         if self.proposer is not None:
@@ -65,38 +73,6 @@ class ModelRunner:
             self.draft_time_s = time.perf_counter() - t_draft
             forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
-
-    def profile_step(self, num_tokens: int, max_num_seqs: int, context_len: int = 64) -> float:
-        """Seconds for one synthetic step of ``num_tokens`` tokens: decoding sequences verifying gamma
-        drafts each (context ``context_len``) plus one prefill chunk for the rest, drafter included.
-        Only call while no request is live: it writes into arbitrary KV blocks (never read later:
-        nothing registers them in the prefix cache) and drops its fake request ids afterwards."""
-        bs, vocab = self.block_size, self.model.config.vocab_size
-        max_len = self.model.config.max_position_embeddings - self.gamma - 2
-        num_blocks = self.kv_caches[0][0].shape[0]
-        per_seq = 1 + self.gamma
-        num_dec = min(num_tokens // per_seq, max_num_seqs)
-        prefill = num_tokens - num_dec * per_seq
-        work = [(context_len, per_seq, self.gamma)] * num_dec  # (start, tokens, drafts)
-        while prefill > 0:
-            work.append((0, min(prefill, max_len), 0))
-            prefill -= work[-1][1]
-        seqs, next_block, ids = [], 1, []
-        g = torch.Generator().manual_seed(num_tokens)
-        for i, (start, n, drafts) in enumerate(work):
-            need = -(-(start + n + self.gamma + 1) // bs)
-            if next_block + need > num_blocks:
-                break
-            blocks = list(range(next_block, next_block + need))
-            next_block += need
-            rid = f"__profile_{i}"
-            ids.append(rid)
-            history = torch.randint(0, vocab, (start + n - drafts,), generator=g).tolist()  # text drafters
-            seqs.append(ScheduledSeq(rid, history[start:] + [0] * drafts, start, blocks,
-                                     SamplingMeta(temperature=0.0), num_draft_tokens=drafts, history_token_ids=history))
-        result = self.execute(StepPlan(seqs))
-        self.execute(StepPlan([], finished_request_ids=ids))
-        return result.step_time_s
 
     def _sample(self, plan: StepPlan, sampled: list[int], logits: torch.Tensor, results: list[SeqResult]) -> None:
         metas = [plan.seqs[i].sampling for i in sampled]
@@ -122,6 +98,6 @@ class ModelRunner:
             return
         blocks = self.proposer.propose([r for _, r in reqs])
         for (i, req), block in zip(reqs, blocks):
-            self.draft_blocks[req.request_id] = block
+            self.draft_probs.store(req.request_id, block.probs)
             results[i].next_draft_token_ids = list(block.token_ids)
             results[i].next_draft_confidences = block.confidences

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from sparkserve.runner.draft_probs import DraftProbs
 from sparkserve.runner.input_batch import FlatBatch
-from sparkserve.spec_decode.types import DraftBlock, ProposeRequest
+from sparkserve.spec_decode.types import ProposeRequest
 from sparkserve.spec_decode.verify import VerifyInput, verify
 from sparkserve.step import SeqResult, StepPlan
 
@@ -23,20 +24,16 @@ def logit_rows(plan: StepPlan, batch: FlatBatch) -> tuple[list[int], list[int]]:
     return rows, sampled
 
 
-def verify_step(plan: StepPlan, sampled: list[int], logits: torch.Tensor, blocks: dict[str, DraftBlock],
+def verify_step(plan: StepPlan, sampled: list[int], logits: torch.Tensor, draft_probs: DraftProbs,
                 generators, results: list[SeqResult]) -> None:
-    """Lossless verification of every sampled sequence; fills ``results`` in place."""
+    """Lossless verification of every sampled sequence (its ``draft_token_ids`` against q from
+    ``draft_probs``); fills ``results`` in place."""
     inputs = []
     for i in sampled:
         s = plan.seqs[i]
-        drafts = s.token_ids[len(s.token_ids) - s.num_draft_tokens:] if s.num_draft_tokens else []
-        q = None
-        block = blocks.get(s.request_id)
-        if drafts and block is not None and block.probs is not None and block.token_ids[:len(drafts)] == drafts:
-            q = block.probs[:len(drafts)]
-        # Without the exact q (e.g. a stale block) one-hot verification is still lossless.
+        q = draft_probs.for_verify(s.request_id, s.num_draft_tokens)
         gen = None if s.sampling.temperature == 0 else generators.get(s.request_id, s.sampling.seed)
-        inputs.append(VerifyInput(drafts, q, s.sampling, gen))
+        inputs.append(VerifyInput(s.draft_token_ids, q, s.sampling, gen))
     for i, out in zip(sampled, verify(logits, inputs)):
         results[i].new_token_ids = out.token_ids
         results[i].num_accepted_drafts = out.num_accepted
@@ -48,7 +45,7 @@ def next_token_ids(plan: StepPlan, batch: FlatBatch, results: list[SeqResult]) -
     out = [-1] * len(batch.slot_mapping)
     for i, s in enumerate(plan.seqs):
         start = batch.query_start[i]
-        known = len(s.token_ids) - s.num_draft_tokens
+        known = s.num_known_tokens
         res = results[i]
         committed = s.token_ids[1:known] + res.new_token_ids  # accepted drafts are new_token_ids[:-1]
         for j, tok in enumerate(committed[: known + res.num_accepted_drafts]):
@@ -65,7 +62,7 @@ def propose_requests(plan: StepPlan, sampled: list[int], results: list[SeqResult
         cap = gamma if s.max_draft_tokens is None else min(gamma, s.max_draft_tokens)
         if cap <= 0 or not res.new_token_ids:
             continue
-        anchor_pos = s.num_computed_tokens + len(s.token_ids) - s.num_draft_tokens + res.num_accepted_drafts
+        anchor_pos = s.num_computed_tokens + s.num_known_tokens + res.num_accepted_drafts
         history = None
         if s.history_token_ids is not None:
             history = s.history_token_ids + res.new_token_ids

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sparkserve.config import CacheConfig, SchedulerConfig
 from sparkserve.request import Request, RequestStatus
 from sparkserve.scheduler.apply_result import apply_seq_result
-from sparkserve.scheduler.drafts import VerifyPlanner, drafts_to_verify, plan_verify_lengths
+from sparkserve.scheduler.drafts import DraftSwitch, VerifyPlanner, num_drafts_to_verify, plan_verify_lengths
 from sparkserve.scheduler.errors import QueueFullError
 from sparkserve.scheduler.kv_manager import KVCacheManager
 from sparkserve.scheduler.token_view import token_slice
@@ -23,6 +23,8 @@ class Scheduler:
     inside ``schedule`` are reported by the next ``update``). A step's work per request is a token
     count: ``num_tokens - num_computed_tokens`` known tokens (a prefill chunk, or the one decode
     token) plus, when no prefill is outstanding, up to ``len(draft_token_ids)`` drafts to verify.
+    The plan is complete when ``schedule`` returns it: the drafts each sequence verifies (with their
+    confidences) and whether the runner drafts after the step (``draft_switch``, the draft gate).
 
     Policies: running requests first, then waiting ones, within ``max_num_batched_tokens`` and
     ``max_num_seqs``. Known tokens of all running requests come before any drafts (drafts only
@@ -38,12 +40,18 @@ class Scheduler:
         cache_config: CacheConfig,
         num_blocks: int,
         verify_planner: VerifyPlanner | None = None,
+        draft_switch: DraftSwitch | None = None,
+        needs_history: bool = False,
     ) -> None:
         self.config = scheduler_config
         self.block_size = cache_config.block_size
         self.kv = KVCacheManager(cache_config.block_size, num_blocks, cache_config.enable_prefix_caching)
+        # Speculative decoding's part in scheduling (scheduler/drafts.py): verify lengths (None: every
+        # pending draft that fits), whether to draft after the step (None: always), and whether
+        # sequences carry their token history (a drafter that reads text, e.g. n-gram).
         self.verify_planner = verify_planner
-        self.needs_history = False  # set by the engine when a drafter reads the token history (n-gram)
+        self.draft_switch = draft_switch
+        self.needs_history = needs_history
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self._requests: dict[str, Request] = {}  # live (unfinished) requests
@@ -127,6 +135,8 @@ class Scheduler:
         if not preempted:
             self._schedule_waiting(seqs, budget)
         plan = StepPlan(seqs=seqs, finished_request_ids=self._finished_ids)
+        if seqs and self.draft_switch is not None:
+            plan.draft = self.draft_switch(plan.num_decoding)
         self._finished_ids = []
         return plan
 
@@ -153,14 +163,13 @@ class Scheduler:
         draft_caps = plan_verify_lengths(self.verify_planner, [r for r, _ in scheduled],
                                          sum(n for _, n in scheduled))
         for request, num_known in scheduled:
-            drafts = drafts_to_verify(request, budget, draft_caps.get(request.request_id))
-            if drafts:
-                num_room = self.kv.num_free_slots(request) - num_known
-                drafts = drafts[: max(num_room, 0)]
-                if drafts and not self.kv.allocate_slots(request, num_known + len(drafts)):
+            num_drafts = num_drafts_to_verify(request, budget, draft_caps.get(request.request_id))
+            if num_drafts:
+                num_drafts = min(num_drafts, max(self.kv.num_free_slots(request) - num_known, 0))
+                if num_drafts and not self.kv.allocate_slots(request, num_known + num_drafts):
                     raise AssertionError("allocation within the free slots failed")
-            budget -= len(drafts)
-            seqs.append(self._make_seq(request, num_known, drafts))
+            budget -= num_drafts
+            seqs.append(self._make_seq(request, num_known, num_drafts))
         return budget, stopped_early or self.num_preemptions_total > num_preemptions_before
 
     def _allocate_or_preempt(self, request: Request, index: int, num_new_tokens: int) -> bool:
@@ -207,7 +216,7 @@ class Scheduler:
             request.status = RequestStatus.RUNNING
             request.num_computed_tokens = num_hit_tokens
             self.running.append(request)
-            seqs.append(self._make_seq(request, num_new, []))
+            seqs.append(self._make_seq(request, num_new))
             budget -= num_new
 
     def _preempt(self, request: Request) -> None:
@@ -221,12 +230,14 @@ class Scheduler:
         self.num_preemptions_total += 1
         self.waiting.appendleft(request)
 
-    def _make_seq(self, request: Request, num_known: int, drafts: list[int]) -> ScheduledSeq:
+    def _make_seq(self, request: Request, num_known: int, num_drafts: int = 0) -> ScheduledSeq:
+        """The plan's view of ``request``: ``num_known`` known tokens, then the first ``num_drafts``
+        pending drafts with their confidences (copies: the request's own lists change in update)."""
         start = request.num_computed_tokens
         params = request.params
         return ScheduledSeq(
             request_id=request.request_id,
-            token_ids=token_slice(request, start, start + num_known) + drafts,
+            token_ids=token_slice(request, start, start + num_known) + request.draft_token_ids[:num_drafts],
             num_computed_tokens=start,
             block_ids=list(self.kv.block_ids(request.request_id)),
             sampling=SamplingMeta(
@@ -238,7 +249,8 @@ class Scheduler:
                 logprobs=params.logprobs,
             ),
             sample=start + num_known == request.num_tokens,
-            num_draft_tokens=len(drafts),
+            num_draft_tokens=num_drafts,
+            draft_confidences=request.draft_confidences[:num_drafts],
             num_output_tokens=len(request.output_token_ids),
             max_draft_tokens=params.draft_cap,
             history_token_ids=request.all_token_ids if self.needs_history else None,

@@ -38,7 +38,8 @@ Objective. tau0 defaults to B0: each anchor emits one token and each prefill tok
 useful work, so a draft only gets in when its expected yield beats the step's average yield per
 unit of time (the paper's batches hold decoding requests only, where B0 = tau0 = R).
 
-``Planner`` wraps these for the scheduler's ``verify_planner`` hook (see its docstring).
+``Planner`` wraps these for the scheduler's ``verify_planner`` hook (``scheduler/drafts.py``'s
+``VerifyPlanner`` protocol; see its docstring).
 """
 from __future__ import annotations
 
@@ -177,13 +178,13 @@ def plan_retrospective(confidences: Confidences, draft_lengths: Sequence[int], c
 
 
 class Planner:
-    """Stateful wrapper for the scheduler's ``verify_planner`` hook: ``planner(requests) -> lengths``.
+    """Stateful wrapper for the scheduler's ``verify_planner`` hook:
+    ``planner(requests, num_other_tokens) -> lengths``.
 
     ``requests``: objects with ``request_id``, ``draft_token_ids`` and ``draft_confidences`` (the
-    scheduler's decoding requests that carry drafts). Before each schedule the engine (or scheduler)
-    may call ``begin_step(num_prefill_tokens)`` with the step's non-draft tokens other than these
-    requests' anchors (prefill chunks, anchors of decoding requests without drafts); it applies to
-    the next call only. ``cost_table`` may be set or replaced at any time (e.g. after profiling).
+    scheduler's decoding requests that carry drafts, a ``DraftView``). ``num_other_tokens``: the
+    step's non-draft tokens other than these requests' anchors (prefill chunks, anchors of decoding
+    requests without drafts). ``cost_table`` may be set or replaced at any time (e.g. after profiling).
 
     When ``mode`` cannot run it falls back to ``fixed`` (``fixed_k``), logs the reason once and counts
     it in ``fallback_reason``: "no_cost_table" (causal/lagged before a table exists),
@@ -205,15 +206,11 @@ class Planner:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.fallback_reason: Counter[str] = Counter()
         self._logged: set[str] = set()
-        self._num_prefill_tokens = 0
         self._history: deque[dict[str, list[float]]] = deque(maxlen=lag)  # per call: request id -> confidences
         self._stale_entry: dict[str, list[float]] | None = None  # the entry ``lag`` calls before this one
         self.num_calls = 0
         self.last_budget: int | None = None  # lagged: the K of the last call
         self.last_num_verify_tokens = 0
-
-    def begin_step(self, num_prefill_tokens: int = 0) -> None:
-        self._num_prefill_tokens = max(int(num_prefill_tokens), 0)
 
     def _fallback(self, reason: str) -> None:
         self.fallback_reason[reason] += 1
@@ -223,8 +220,8 @@ class Planner:
             level = logging.INFO if reason == "lagged_warmup" else logging.WARNING
             log.log(level, "verify planner %r falls back (%s)", self.mode, reason)
 
-    def __call__(self, requests: Sequence) -> list[int]:
-        num_prefill, self._num_prefill_tokens = self._num_prefill_tokens, 0
+    def __call__(self, requests: Sequence, num_other_tokens: int = 0) -> list[int]:
+        num_prefill = max(int(num_other_tokens), 0)
         self.num_calls += 1
         draft_lengths = [len(r.draft_token_ids) for r in requests]
         confs = [list(r.draft_confidences or []) for r in requests]

@@ -1,20 +1,75 @@
 """Startup profiling of the step-time curve t(B) that the cost table interpolates.
 
-The engine passes ``run_step(num_tokens) -> seconds``: it runs one synthetic step of ``num_tokens``
-forward tokens, shaped like real traffic (a prefill chunk plus decoding requests with verify blocks,
-drafter included) and returns its wall time. This module only chooses which B to measure and how
-often, within a time limit, and turns the samples into a ``CostTable`` (median per bucket, robust
-scale from the median absolute deviation).
+``profile_step_times(run_step, ...)`` chooses which B to measure and how often, within a time limit,
+and turns the samples into a ``CostTable`` (median per bucket, robust scale from the median absolute
+deviation); ``run_step(num_tokens) -> seconds`` runs one step of B forward tokens. For an engine that
+is ``runner_step_time``: it builds a synthetic plan shaped like real traffic (decoding requests with
+verify blocks plus a prefill chunk, drafter included, ``synthetic_plan``), has the runner execute
+it and returns the step's wall time.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
+
+import torch
 
 from sparkserve.spec_decode.cost_model import CostKey, CostTable
+from sparkserve.step import SamplingMeta, ScheduledSeq, StepPlan, StepResult
 
 _MAD_TO_STD = 1.4826  # median absolute deviation -> standard deviation for normal noise
+
+
+class PlanRunner(Protocol):
+    """What profiling needs from the runner (``runner.model_runner.ModelRunner`` is one)."""
+
+    block_size: int  # token slots per KV block
+    num_blocks: int  # KV blocks (block 0 is never handed out)
+    gamma: int  # drafts per block (0: no drafter)
+    vocab_size: int
+    max_position_embeddings: int
+
+    def execute(self, plan: StepPlan) -> StepResult: ...
+
+
+def synthetic_plan(runner: PlanRunner, num_tokens: int, max_num_seqs: int, context_len: int = 64) -> StepPlan:
+    """One step of ``num_tokens`` forward tokens: up to ``max_num_seqs`` greedy decoding sequences
+    verifying gamma drafts each (context ``context_len``), plus prefill chunks for the rest. Request
+    ids ``__profile_<i>``; random token ids (seeded by ``num_tokens``) double as the history text
+    drafters read. Sequences are laid out on consecutive KV blocks from block 1; those that would not
+    fit the cache are left out."""
+    gamma, bs = runner.gamma, runner.block_size
+    max_len = runner.max_position_embeddings - gamma - 2
+    per_seq = 1 + gamma
+    num_dec = min(num_tokens // per_seq, max_num_seqs)
+    prefill = num_tokens - num_dec * per_seq
+    work = [(context_len, per_seq, gamma)] * num_dec  # (start, tokens, drafts)
+    while prefill > 0:
+        work.append((0, min(prefill, max_len), 0))
+        prefill -= work[-1][1]
+    seqs, next_block = [], 1
+    g = torch.Generator().manual_seed(num_tokens)
+    for i, (start, n, drafts) in enumerate(work):
+        need = -(-(start + n + gamma + 1) // bs)
+        if next_block + need > runner.num_blocks:
+            break
+        blocks = list(range(next_block, next_block + need))
+        next_block += need
+        history = torch.randint(0, runner.vocab_size, (start + n - drafts,), generator=g).tolist()
+        seqs.append(ScheduledSeq(f"__profile_{i}", history[start:] + [0] * drafts, start, blocks,
+                                 SamplingMeta(temperature=0.0), num_draft_tokens=drafts, history_token_ids=history))
+    return StepPlan(seqs)
+
+
+def runner_step_time(runner: PlanRunner, num_tokens: int, max_num_seqs: int, context_len: int = 64) -> float:
+    """Seconds for the runner to execute ``synthetic_plan(...)``. Only call while no request is live:
+    the plan writes into arbitrary KV blocks (never read later: nothing registers them in the prefix
+    cache), and its request ids are dropped from the runner afterwards."""
+    plan = synthetic_plan(runner, num_tokens, max_num_seqs, context_len)
+    result = runner.execute(plan)
+    runner.execute(StepPlan([], finished_request_ids=[s.request_id for s in plan.seqs]))
+    return result.step_time_s
 
 
 def default_grid(budget: int) -> list[int]:

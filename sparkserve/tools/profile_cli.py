@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--device", default="auto")
     p.add_argument("--num-threads", type=int, default=None)
-    p.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "triton", "flashinfer"))
+    p.add_argument("--attention-backend", default="auto", choices=("auto", "torch"))
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="the token budget B_max (grid end)")
     p.add_argument("--time-limit", type=float, default=30.0, metavar="S", help="profiling time (default: 30 s)")
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from sparkserve.engine.engine import Engine
     from sparkserve.engine.spec_control import cost_key
     from sparkserve.spec_decode.cost_model import CostTable, cache_dir
-    from sparkserve.spec_decode.profile import profile_step_times
+    from sparkserve.spec_decode.profile import profile_step_times, runner_step_time
 
     spec = args.speculative_config if args.speculative_config is not None else \
         (demo_speculative_config() if args.model is None else None)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"no cached table for this setup under {cache_dir(args.cache_dir)}")
             return 1
     else:
-        table = profile_step_times(lambda b: engine.runner.profile_step(b, args.max_num_seqs),
+        table = profile_step_times(lambda b: runner_step_time(engine.runner, b, args.max_num_seqs),
                                    cfg.scheduler.max_num_batched_tokens, args.time_limit, key=key)
     print(format_table(table))
     if not args.show and not args.no_save:

@@ -76,7 +76,7 @@ def test_drafts_capped_by_budget_params_planner_and_output_room():
     assert first_plan(max_tokens=3) == 1  # 1 generated; the verify step may emit at most 2 more
     seen = []
 
-    def planner(requests):
+    def planner(requests, num_other_tokens):
         seen.extend(r.request_id for r in requests)
         return [4]
 

@@ -73,7 +73,7 @@ class RandomPolicy:
 
 
 def planner_for(rng: random.Random):
-    return lambda requests: [rng.randint(0, 4) for _ in requests]
+    return lambda requests, _: [rng.randint(0, 4) for _ in requests]
 
 
 def run_step(sched, runner, rng, abort_mid: bool, ended: dict) -> None:

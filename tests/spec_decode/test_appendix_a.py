@@ -91,8 +91,7 @@ def test_lagged_is_lossless():
     planner = Planner("lagged", cost_table=CostTable.from_sps(PAPER_SPS), lag=2)
 
     def plan(i, drafts, conf):
-        planner.begin_step(0)
-        return planner([SimpleNamespace(request_id="r", draft_token_ids=drafts, draft_confidences=conf)])[0]
+        return planner([SimpleNamespace(request_id="r", draft_token_ids=drafts, draft_confidences=conf)], 0)[0]
 
     first, lengths = run_world(plan, seed=4)
     assert planner.fallback_reason["lagged_warmup"] == 2

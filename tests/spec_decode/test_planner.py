@@ -158,15 +158,14 @@ def test_planner_falls_back_and_says_why(caplog):
     assert planner.stats()["fallback_reason"] == {"no_cost_table": 2, "no_confidences": 1}
 
 
-def test_begin_step_prefill_shrinks_the_budget_for_one_call():
+def test_other_tokens_shrink_the_budget_for_that_call():
     table = linear_table(1e-3, 1e-4)
     reqs = [req(f"r{i}", CONF) for i in range(4)]
     planner = Planner("causal", cost_table=table)
     alone = sum(planner(reqs))
-    planner.begin_step(512)
-    busy = sum(planner(reqs))
+    busy = sum(planner(reqs, 512))
     assert busy < alone
-    assert sum(planner(reqs)) == alone  # begin_step applies to the next call only
+    assert sum(planner(reqs)) == alone  # the prefill tokens count for their call only
     assert busy == sum(plan_causal([CONF] * 4, [7] * 4, table, 4 + 512))
 
 

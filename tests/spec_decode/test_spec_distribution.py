@@ -75,7 +75,7 @@ def test_first_three_tokens_follow_target(world, method, setting):
     llm = LLM(target, max_model_len=64, max_num_seqs=256, max_num_batched_tokens=4096,
               speculative_config={"method": method, "model": drafter, "num_speculative_tokens": 3})
     rng = random.Random(0)
-    llm.engine.scheduler.verify_planner = lambda reqs: [rng.randint(0, len(r.draft_token_ids)) for r in reqs]
+    llm.engine.scheduler.verify_planner = lambda reqs, _: [rng.randint(0, len(r.draft_token_ids)) for r in reqs]
     params = [SamplingParams(max_tokens=5, ignore_eos=True, seed=1000 + i, **SETTINGS[setting],
                              speculative={"max_draft_tokens": i % 4}) for i in range(N)]
     outs = llm.generate([{"prompt_token_ids": PROMPT}] * N, params)

@@ -134,7 +134,7 @@ class DSparkProposer:
         self.kv_caches = allocate_draft_cache(cfg.num_hidden_layers, num_blocks, block_size,
                                               cfg.num_key_value_heads, cfg.head_dim, self.dtype, self.device)
         self.confidence_temperatures = confidence_temperatures
-        self.has_confidence = getattr(model, "confidence_head", None) is not None
+        self.has_confidence = model.confidence_head is not None
 
     @staticmethod
     def cache_bytes_per_block(dcfg: DraftConfig, block_size: int, dtype: torch.dtype) -> int:

@@ -104,6 +104,8 @@ class Eagle3Proposer:
         self.num_speculative_tokens = dcfg.ttt_length
         self.target_layer_ids = tuple(dcfg.target_layer_ids)
         self.needs_history = False  # works from target features, not ProposeRequest.token_ids
+        self.has_confidence = False  # no confidence head
+        self.confidence_temperatures: list[float] | None = None
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings + dcfg.ttt_length + 1,
                                       cfg.rope_theta, cfg.rope_scaling).to(self.device)
         self.kv_caches = allocate_draft_cache(1, num_blocks, block_size, cfg.num_key_value_heads, cfg.head_dim,

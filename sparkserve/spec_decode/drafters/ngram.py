@@ -47,6 +47,8 @@ class NgramProposer:
 
     target_layer_ids: tuple[int, ...] = ()
     needs_history = True  # reads ProposeRequest.token_ids (the scheduler only fills them when asked)
+    has_confidence = False  # deterministic lookups carry no confidences
+    confidence_temperatures: list[float] | None = None
 
     def __init__(self, num_speculative_tokens: int = 4, max_ngram: int = 4, min_ngram: int = 2):
         if not 1 <= min_ngram <= max_ngram:
