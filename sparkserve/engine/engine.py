@@ -11,9 +11,9 @@ from sparkserve.errors import ContextLengthError, QueueFullError
 from sparkserve.engine.output_processor import OutputProcessor, ParentRequest
 from sparkserve.engine.spec_control import NoSpecControl, SpecControl
 from sparkserve.engine.spec_stats import SpecStatsTracker
+from sparkserve.engine.wire import EngineStats, RequestDelta, SpecEngineStats
 from sparkserve.models.loader import load_model
 from sparkserve.models.tokenizer import Tokenizer
-from sparkserve.outputs import RequestOutput
 from sparkserve.request import Request, RequestStatus
 from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
 from sparkserve.runner.model_runner import ModelRunner
@@ -74,6 +74,7 @@ class Engine:
 
     # -- requests -------------------------------------------------------------------------------------
     def encode_prompt(self, prompt) -> tuple[str | None, list[int]]:
+        """(prompt text or None, prompt token ids) from a string, token ids or a prompt dict."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("this model directory has no tokenizer; pass prompt token ids instead of text")
@@ -124,7 +125,8 @@ class Engine:
             raise ContextLengthError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
                              f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
 
-    def abort(self, request_ids) -> list[RequestOutput]:
+    def abort(self, request_ids) -> list[RequestDelta]:
+        """End requests (unknown or finished ids are ignored); their last deltas, finish reason "abort"."""
         if isinstance(request_ids, str):
             request_ids = [request_ids]
         child_ids = [c for rid in request_ids for c in self.outputs.children_of(rid)]
@@ -133,7 +135,7 @@ class Engine:
         return outs
 
     # -- the loop ---------------------------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[RequestDelta]:
         """Schedule -> execute -> update. The plan is complete when it leaves the scheduler (the work,
         the drafts each sequence verifies with their confidences, whether to draft after the step)."""
         plan = self.scheduler.schedule()
@@ -156,16 +158,15 @@ class Engine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def stats(self) -> dict:
+    def stats(self) -> EngineStats:
+        """A snapshot (the engine core sends it with every step's deltas and in heartbeats)."""
         s = self.scheduler
-        out = {"num_running": s.num_running, "num_waiting": s.num_waiting, "kv_usage": s.kv_usage,
-               "num_preemptions": s.num_preemptions_total, "num_blocks": self.num_blocks}
+        spec = None
         if self.num_speculative_tokens:
-            t = self.spec_stats.total
-            out["spec_decode"] = {**t.as_dict(), "accepted_per_pos": list(t.accepted_per_pos),
-                                  "verify_length_counts": dict(self.spec_stats.verify_length_counts),
-                                  **self.spec_control.stats()}
-        return out
+            spec = SpecEngineStats.build(self.spec_stats.total, self.spec_stats.verify_length_counts,
+                                         self.spec_control.stats())
+        return EngineStats(s.num_running, s.num_waiting, float(s.kv_usage), s.num_preemptions_total, self.num_blocks,
+                           self.num_steps, spec)
 
 
 def set_cpu_threads(num_threads: int | None, model_path: str, device: torch.device) -> None:

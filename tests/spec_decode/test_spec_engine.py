@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sparkserve import LLM, SamplingParams
+from sparkserve.engine.llm import OutputAccumulator
 from sparkserve.sampling_params import SpeculativeParams
 from tests.spec_decode.spec_fixtures import METHODS, spec_config, target_dir
 
@@ -97,18 +98,17 @@ def run_spec(llm, prompts, abort_every=0, seed=0):
         params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True,
                                 speculative=SpeculativeParams(max_draft_tokens=cap))
         ids.append(eng.add_request(f"r{i}", {"prompt_token_ids": p}, params))
-    done, aborted, step = {}, set(), 0
+    done, aborted, step, acc = {}, set(), 0, OutputAccumulator()
     while eng.has_unfinished():
-        for out in eng.step():
-            if out.finished:
-                done[out.request_id] = out
+        for out in acc.update(eng.step()):
+            done[out.request_id] = out
         step += 1
         if abort_every and step == 3:
             victims = [i for i in ids[::abort_every] if i not in done]
-            for out in eng.abort(victims):
+            for out in acc.update(eng.abort(victims)):
                 done[out.request_id] = out
             aborted.update(victims)
-    assert eng.stats()["kv_usage"] == 0.0
+    assert eng.stats().kv_usage == 0.0
     return done, aborted
 
 
