@@ -89,7 +89,9 @@ class Engine:
         raise ValueError("a prompt must be a string, a list of token ids, or {'prompt_token_ids': [...]}")
 
     def add_request(self, request_id: str | None, prompt, params: SamplingParams | None = None) -> str:
-        """Queue a request. Raises ValueError (bad prompt/params) or QueueFullError (admission)."""
+        """Queue a request: the engine's admission, the one place a request is validated (the
+        scheduler trusts it). Raises ValueError (bad prompt/params; ``ContextLengthError`` is one) or
+        ``QueueFullError``; either way nothing is queued."""
         params = params or SamplingParams()
         request_id = request_id or f"req-{next(self._ids)}"
         if request_id in self.outputs.parents:
@@ -113,6 +115,8 @@ class Engine:
         return request_id
 
     def validate_prompt(self, ids: list[int], params: SamplingParams) -> None:
+        """Raises ValueError unless the prompt can run: not empty, in the vocabulary, within the
+        context with ``max_tokens`` (``ContextLengthError``), and small enough for the whole KV cache."""
         if not ids:
             raise ValueError("the prompt is empty")
         vocab = self.model_config.vocab_size
@@ -123,7 +127,11 @@ class Engine:
         want = len(ids) + (params.max_tokens or 1)
         if len(ids) >= limit or (params.max_tokens is not None and want > limit):
             raise ContextLengthError(f"this model's maximum context length is {limit} tokens; the prompt has {len(ids)} "
-                             f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
+                                     f"tokens and max_tokens is {params.max_tokens} ({want} in total)")
+        kv = self.scheduler.kv
+        if kv.num_blocks_for(len(ids)) > kv.num_usable_blocks:
+            raise ValueError(f"the prompt has {len(ids)} tokens but the KV cache holds only "
+                             f"{kv.num_usable_blocks * self.config.cache.block_size} tokens")
 
     def abort(self, request_ids) -> list[RequestDelta]:
         """End requests (unknown or finished ids are ignored); their last deltas, finish reason "abort"."""

@@ -63,25 +63,19 @@ class Scheduler:
 
     # ---- requests in and out -----------------------------------------------------------------
     def add_request(self, request: Request) -> None:
-        """Queue a new request. ValueError if it can never run; QueueFullError if the queue is full."""
+        """Queue a new request; QueueFullError if the queue is full, ValueError for a reused id.
+
+        The prompt is trusted: admission (``Engine.validate_prompt``) already checked that it is not
+        empty, leaves room to generate within the context and fits the KV cache; asserted here.
+        """
         num_prompt = request.num_prompt_tokens
         max_model_len = min(request.max_model_len, self.config.max_model_len)
         if request.request_id in self._requests:
             raise ValueError(f"request id {request.request_id!r} is already in use")
         if request.status is not RequestStatus.WAITING or request.num_computed_tokens or request.output_token_ids:
             raise ValueError(f"request {request.request_id!r} is not a fresh request")
-        if num_prompt == 0:
-            raise ValueError("the prompt must contain at least one token")
-        if num_prompt >= max_model_len:
-            raise ValueError(
-                f"the prompt has {num_prompt} tokens, which leaves no room to generate within "
-                f"the maximum context length of {max_model_len} tokens"
-            )
-        if self.kv.num_blocks_for(num_prompt) > self.kv.num_usable_blocks:
-            raise ValueError(
-                f"the prompt has {num_prompt} tokens but the KV cache holds only "
-                f"{self.kv.num_usable_blocks * self.block_size} tokens"
-            )
+        assert 0 < num_prompt < max_model_len and self.kv.num_blocks_for(num_prompt) <= self.kv.num_usable_blocks, \
+            f"request {request.request_id!r} ({num_prompt} prompt tokens) was not validated by the engine's admission"
         if len(self.waiting) >= self.config.max_waiting:
             raise QueueFullError(f"{len(self.waiting)} requests are waiting already; try again later")
         request.max_model_len = max_model_len

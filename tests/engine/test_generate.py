@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sparkserve import LLM, SamplingParams
+from sparkserve.errors import ContextLengthError
 
 transformers = pytest.importorskip("transformers")
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24, ignore_eos=True)
@@ -118,9 +119,12 @@ def test_invalid_sampling_params(kwargs, match):
 
 
 def test_invalid_prompts(qwen3_dir):
-    llm = LLM(qwen3_dir, max_model_len=64)
-    with pytest.raises(ValueError, match="maximum context length is 64"):
+    """The engine's admission is the one place prompts are validated (the scheduler trusts it)."""
+    llm = LLM(qwen3_dir, max_model_len=64, block_size=16, num_kv_blocks=3)  # 2 usable blocks: 32 tokens
+    with pytest.raises(ContextLengthError, match="maximum context length is 64"):
         llm.generate([{"prompt_token_ids": list(range(3, 70))}], GREEDY)
+    with pytest.raises(ValueError, match="KV cache holds only 32 tokens"):
+        llm.generate([{"prompt_token_ids": list(range(3, 43))}], SamplingParams(max_tokens=4))
     with pytest.raises(ValueError, match="outside the vocabulary"):
         llm.generate([{"prompt_token_ids": [1, 99999]}], GREEDY)
     with pytest.raises(ValueError, match="empty"):
