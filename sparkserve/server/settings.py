@@ -1,7 +1,7 @@
 """Server settings: what the HTTP layer needs, plus the engine's keyword arguments it forwards.
 
 The engine configuration itself (``EngineConfig``) is built inside the engine core process from
-``engine_kwargs`` (``sparkserve.engine.llm.build_engine_config``), so the API process never
+``engine_kwargs`` (``sparkserve.engine.args.build_engine_config``), so the API process never
 imports the engine or torch.
 """
 from __future__ import annotations
