@@ -3,6 +3,7 @@
 Sequences are split into a decode group (query length 1) and a multi-token group (prefill chunks,
 verification blocks). Each group is padded to a rectangle once per step; every layer then gathers
 its keys/values from the paged cache with one index and runs one SDPA call with a boolean mask.
+Drafting (``build_draft_metadata`` / ``forward_draft``) works the same way, in ``torch_draft.py``.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sparkserve.attention.base import PagedBatch
+from sparkserve.attention import torch_draft
+from sparkserve.attention.base import DraftBatch, DraftMask, PagedBatch
 
 
 @dataclass
@@ -75,10 +77,9 @@ class TorchBackend:
 
     def forward(self, q, k, v, k_cache, v_cache, metadata: TorchAttentionMetadata, scale: float) -> torch.Tensor:
         num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+        self.write_kv(k, v, k_cache, v_cache, metadata.slot_mapping)
         k_flat = k_cache.view(-1, num_kv_heads, head_dim)
         v_flat = v_cache.view(-1, num_kv_heads, head_dim)
-        k_flat[metadata.slot_mapping] = k.to(k_flat.dtype)
-        v_flat[metadata.slot_mapping] = v.to(v_flat.dtype)
         out = torch.empty_like(q)
         for g in metadata.groups:
             qg = q[g.query_index].transpose(1, 2)  # [B, Hq, max_q, D]
@@ -88,3 +89,14 @@ class TorchBackend:
                 qg, kg, vg, attn_mask=g.mask, scale=scale, enable_gqa=kg.shape[1] != qg.shape[1])
             out[g.out_rows] = og.transpose(1, 2)[g.query_valid]
         return out
+
+    def write_kv(self, k, v, k_cache, v_cache, slot_mapping: torch.Tensor) -> None:
+        k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = k.to(k_cache.dtype)
+        v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = v.to(v_cache.dtype)
+
+    def build_draft_metadata(self, batch: DraftBatch, device: torch.device) -> torch_draft.TorchDraftMetadata:
+        return torch_draft.build_draft_metadata(batch, device)
+
+    def forward_draft(self, q, k, v, k_cache, v_cache, metadata: torch_draft.TorchDraftMetadata, scale: float,
+                      mask: DraftMask) -> torch.Tensor:
+        return torch_draft.forward_draft(q, k, v, k_cache, v_cache, metadata, scale, mask)

@@ -54,7 +54,8 @@ class Engine:
                                     self.model_config.num_key_value_heads, self.model_config.head_dim,
                                     next(self.model.parameters()).dtype)
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
-        proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size)
+        proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size,
+                                         mc.attention_backend)
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
                                   proposer, gamma)
         self.num_speculative_tokens = gamma

@@ -20,7 +20,8 @@ def _llama3_inv_freq(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 
 
 class RotaryEmbedding(nn.Module):
-    """Applies RoPE to q [T, Hq, D] and k [T, Hk, D] at integer ``positions`` [T]."""
+    """Applies RoPE to q [T, Hq, D] and k [T, Hk, D] at integer ``positions`` [T] (``forward``), or to
+    one tensor of any leading shape (``rotate``)."""
 
     def __init__(self, head_dim: int, max_positions: int, theta: float, scaling: dict | None = None):
         super().__init__()
@@ -41,10 +42,15 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cos = self.cos[positions].unsqueeze(-2)  # [T, 1, D/2]
         sin = self.sin[positions].unsqueeze(-2)
-        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+    def rotate(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """x [..., heads, D] at integer positions [...] -> rotated x, same shape and dtype."""
+        return apply_rotary(x, self.cos[positions].unsqueeze(-2), self.sin[positions].unsqueeze(-2))
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Neox rotate-half of x [..., D] by cos/sin [..., D/2] (broadcast against x), computed in fp32."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half].float(), x[..., half:].float()
     out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)

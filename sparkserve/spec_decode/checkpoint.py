@@ -12,6 +12,7 @@ import os
 
 import torch
 
+from sparkserve.attention.registry import get_backend
 from sparkserve.layers.linear import use_dual_layout_everywhere
 from sparkserve.models.hf_config import DecoderConfig, read_config_json
 from sparkserve.models.loader import DTYPES, read_state_dict
@@ -109,7 +110,8 @@ def _resolve_dtype(dtype, target_model, device: torch.device) -> torch.dtype:
 
 def load_drafter(path: str | None, target_config, target_model=None, method: str | None = None,
                  num_blocks: int = 0, block_size: int = 16, device: str | torch.device | None = None, dtype=None, *,
-                 num_speculative_tokens: int | None = None, ngram_max: int = 4, ngram_min: int = 2) -> Proposer:
+                 num_speculative_tokens: int | None = None, ngram_max: int = 4, ngram_min: int = 2,
+                 attention_backend: str = "auto") -> Proposer:
     """Build the proposer for ``method`` (see METHODS; None/"auto": whatever the checkpoint is).
 
     ``target_config``: the target's ``DecoderConfig`` (a loaded target model is accepted here too,
@@ -118,7 +120,8 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     ``num_blocks``/``block_size``: the target's paged-cache geometry, which the drafter's context
     cache mirrors. ``device``/``dtype``: default to the target model's (else CPU / fp32); ``dtype``
     may be a torch dtype or a name. ``num_speculative_tokens`` caps gamma (for ``ngram`` it sets
-    it; default 4).
+    it; default 4). ``attention_backend``: the target's backend name (``attention.registry``); the
+    drafter attends through its own instance of it.
     """
     if not isinstance(target_config, DecoderConfig) and isinstance(getattr(target_config, "config", None),
                                                                     DecoderConfig):
@@ -153,16 +156,18 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     model = model.to(device=device, dtype=_resolve_dtype(dtype, target_model, device)).eval()
     if device.type == "cpu":
         use_dual_layout_everywhere(model)  # 1-2 row products (chain/Markov steps) twice as fast on CPU
+    backend = get_backend(attention_backend, device.type)
     if dcfg.kind == "eagle3":
-        proposer = Eagle3Proposer(model, num_blocks, block_size)
+        proposer = Eagle3Proposer(model, num_blocks, block_size, attention_backend=backend)
     elif dcfg.kind == "zlab-dflash":
         if target_model is None:
             raise ValueError("a z-lab DFlash drafter needs the target model (it uses its embed_tokens and lm_head)")
         proposer = DSparkProposer(model, num_blocks, block_size, embed_tokens=target_model.model.embed_tokens,
-                                  lm_head=target_model.lm_head)
+                                  lm_head=target_model.lm_head, attention_backend=backend)
     else:
         temps = read_calibration(path) if model.confidence_head is not None else None  # STS, if calibrated
-        proposer = DSparkProposer(model, num_blocks, block_size, confidence_temperatures=temps)
+        proposer = DSparkProposer(model, num_blocks, block_size, confidence_temperatures=temps,
+                                  attention_backend=backend)
     if num_speculative_tokens is not None:
         if not 1 <= num_speculative_tokens <= proposer.num_speculative_tokens:
             raise ValueError(f"num_speculative_tokens {num_speculative_tokens} must be within "

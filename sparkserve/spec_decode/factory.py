@@ -8,8 +8,10 @@ from sparkserve.config import SpecConfig
 log = logging.getLogger("sparkserve.spec_decode")
 
 
-def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: int):
-    """Returns (proposer or None, gamma). Errors name what is wrong with the config or checkpoint."""
+def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: int,
+                   attention_backend: str = "auto"):
+    """Returns (proposer or None, gamma). Errors name what is wrong with the config or checkpoint.
+    ``attention_backend``: the target's backend name; a model drafter attends through it too."""
     if spec.method == "none":
         return None, 0
     if spec.method == "ngram":
@@ -22,7 +24,7 @@ def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: 
     from sparkserve.spec_decode.checkpoint import load_drafter
 
     proposer = load_drafter(spec.model, target_model, method=spec.method, num_blocks=num_blocks,
-                            block_size=block_size)
+                            block_size=block_size, attention_backend=attention_backend)
     gamma = proposer.num_speculative_tokens
     if spec.num_speculative_tokens:
         if spec.num_speculative_tokens > gamma:

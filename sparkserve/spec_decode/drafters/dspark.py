@@ -12,7 +12,8 @@ Serving (``DSparkProposer``):
   to the drafter's paged cache at the target's slot for p. Context rows are never queries.
 - ``propose``: per request, a block ``[anchor, M x (B-1)]`` at positions s..s+B-1 (s = anchor
   position) goes through the layers; block queries attend to the request's cached context
-  (positions < s) and to all block rows with no mask (DeepSpec), one SDPA per layer for all requests.
+  (positions < s) and to all block rows with no mask (DeepSpec), through the attention backend's
+  drafting path (one metadata per call, one ``forward_draft`` per layer for all requests).
   Then ``norm``, ``lm_head`` and, position by position, the Markov head, the draw, and the
   confidence head (``heads.py``). DeepSpec layout: row k predicts position s+k+1 (B drafts). z-lab:
   row j >= 1 predicts s+j (B-1 drafts); optional causal/sliding layers, embedding scale,
@@ -24,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparkserve.attention.base import AttentionBackend, DraftMask
+from sparkserve.attention.registry import get_backend
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.decoder import MLP
@@ -31,12 +34,9 @@ from sparkserve.spec_decode.drafters.common import (
     DraftAttention,
     allocate_draft_cache,
     attend,
-    context_block_mask,
-    context_slots,
+    draft_attention,
     draw_drafts,
     is_greedy_request,
-    read_slots,
-    write_slots,
 )
 from sparkserve.spec_decode.drafters.config import DraftConfig
 from sparkserve.spec_decode.heads import ConfidenceHead, build_markov_head
@@ -81,25 +81,35 @@ class DSparkDraftModel(nn.Module):
         ctx = self.hidden_norm(self.fc(features))  # [N, H], shared by all layers
         return [layer.self_attn.key_value(ctx, positions, rotary) for layer in self.layers]
 
-    def block_hidden(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding, context,
-                     masks: list[torch.Tensor]) -> torch.Tensor:
-        """Block rows through the layers and the final norm.
+    def block_layers(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding,
+                     attend_layer) -> torch.Tensor:
+        """Block rows through the layers and the final norm (serving and training share this loop).
 
-        x [R, B, H] embedded block; positions [R, B]; ``context(i)`` -> (k [R, L, Hkv, D], v) of
-        layer i's context; masks[i] bool [R, 1, B or 1, L + B]. Returns post-``norm`` h [R, B, H].
+        x [R, B, H] embedded block; positions [R, B]; ``attend_layer(i, q [R, B, Hq, D], k [R, B, Hkv, D],
+        v)`` -> [R, B, Hq, D]: layer i's attention of the block over its context and itself.
+        Returns post-``norm`` h [R, B, H].
         """
-        scale = self.config.model.head_dim ** -0.5
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
             q = attn.query(h, positions, rotary)  # [R, B, Hq, D]
             k, v = attn.key_value(h, positions, rotary)  # [R, B, Hkv, D]
-            k_ctx, v_ctx = context(i)
-            out = attend(q, torch.cat([k_ctx.to(k.dtype), k], 1), torch.cat([v_ctx.to(v.dtype), v], 1),
-                         masks[i], scale)
-            x = x + attn.output(out)
+            x = x + attn.output(attend_layer(i, q, k, v))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.norm(x)
+
+    def block_hidden(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding, context,
+                     masks: list[torch.Tensor]) -> torch.Tensor:
+        """``block_layers`` with dense attention (training): ``context(i)`` -> (k [R, L, Hkv, D], v) of
+        layer i's context; masks[i] bool [R, 1, B or 1, L + B] over [context; block] keys."""
+        scale = self.config.model.head_dim ** -0.5
+
+        def attend_layer(i, q, k, v):
+            k_ctx, v_ctx = context(i)
+            return attend(q, torch.cat([k_ctx.to(k.dtype), k], 1), torch.cat([v_ctx.to(v.dtype), v], 1),
+                          masks[i], scale)
+
+        return self.block_layers(x, positions, rotary, attend_layer)
 
 
 class DSparkProposer:
@@ -107,12 +117,14 @@ class DSparkProposer:
 
     ``embed_tokens``/``lm_head``: the target's modules, required for the z-lab layout (ignored
     otherwise). ``confidence_temperatures``: optional per-position STS temperatures T_k
-    (c_k = sigmoid(logit_k / T_k)); None = 1.
+    (c_k = sigmoid(logit_k / T_k)); None = 1. ``attention_backend``: the target's backend instance
+    (default: ``get_backend("auto")``).
     """
 
     def __init__(self, model: DSparkDraftModel, num_blocks: int, block_size: int, *,
                  embed_tokens: nn.Module | None = None, lm_head: nn.Module | None = None,
-                 confidence_temperatures: list[float] | None = None):
+                 confidence_temperatures: list[float] | None = None,
+                 attention_backend: AttentionBackend | None = None):
         dcfg = model.config
         cfg = dcfg.model
         self.model, self.config = model, dcfg
@@ -126,6 +138,7 @@ class DSparkProposer:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.block_size = block_size
+        self.backend = attention_backend or get_backend("auto", self.device.type)
         self.num_speculative_tokens = dcfg.num_draft_tokens
         self.target_layer_ids = tuple(dcfg.target_layer_ids)
         self.needs_history = False  # works from target features, not ProposeRequest.token_ids
@@ -150,8 +163,7 @@ class DSparkProposer:
             features, positions, slot_mapping = features[keep], positions[keep], slot_mapping[keep]
         kvs = self.model.context_kv(features.to(self.dtype), positions, self.rotary)
         for (k_cache, v_cache), (k, v) in zip(self.kv_caches, kvs):
-            write_slots(k_cache, slot_mapping, k)
-            write_slots(v_cache, slot_mapping, v)
+            self.backend.write_kv(k, v, k_cache, v_cache, slot_mapping)
 
     @torch.inference_mode()
     def propose(self, requests: list[ProposeRequest]) -> list[DraftBlock]:
@@ -190,22 +202,10 @@ class DSparkProposer:
         if dcfg.input_embedding_scale != 1.0:
             x = x * dcfg.input_embedding_scale
         q_pos = starts[:, None] + torch.arange(B, device=self.device)  # [R, B]
-        lengths = [r.anchor_position for r in requests]
-        slots, valid = context_slots(requests, lengths, self.block_size, self.device)  # [R, L]
-        num_ctx = slots.shape[1]
-        k_pos = torch.cat([torch.arange(num_ctx, device=self.device).expand(len(requests), -1), q_pos], 1)
-        masks, cache = [], {}
-        for i in range(dcfg.num_layers):
-            key = dcfg.layer_attention(i)
-            if key not in cache:
-                cache[key] = context_block_mask(valid, q_pos, k_pos, num_ctx, *key)
-            masks.append(cache[key])
-
-        def context(i):
-            k_cache, v_cache = self.kv_caches[i]
-            return read_slots(k_cache, slots), read_slots(v_cache, slots)
-
-        return self.model.block_hidden(x, q_pos, self.rotary, context, masks)
+        ctx = draft_attention(self.backend, requests, [r.anchor_position for r in requests], B, self.block_size,
+                              self.kv_caches, dcfg.model.head_dim ** -0.5, self.device)
+        masks = [DraftMask(*dcfg.layer_attention(i)) for i in range(dcfg.num_layers)]
+        return self.model.block_layers(x, q_pos, self.rotary, lambda i, q, k, v: ctx.forward(i, q, k, v, masks[i]))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(hidden.to(self.lm_head.weight.dtype)).float()

@@ -18,8 +18,10 @@ Serving (``Eagle3Proposer``):
   row's K/V wherever ``next_token_ids`` is known (>= 0).
 - ``propose`` (stateless) recomputes the last context row s-1 from the stored h and the anchor,
   writes its K/V (so rows observed with an unknown next token get filled in), and uses its output
-  as the chain's first hidden state; then ``max_draft_tokens`` chain steps, all requests batched,
-  with temporary chain K/V (never written to the cache).
+  as the chain's first hidden state; then ``max_draft_tokens`` chain steps, all requests batched.
+  Step j's query (position s-1+j) attends, through the attention backend's drafting path, to the
+  cached rows < s-1 and to the chain's fresh K/V of positions s-1..s-1+j (never written to the cache);
+  one draft metadata serves every step.
 
 Limitation: a context row's K/V depends on the *next* token, which a prefix-cache block hash does
 not cover; a shared block's last row may therefore carry another request's next token. That only
@@ -32,18 +34,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from sparkserve.attention.base import AttentionBackend, DraftMask
+from sparkserve.attention.registry import get_backend
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.decoder import MLP
 from sparkserve.spec_decode.drafters.common import (
     DraftAttention,
     allocate_draft_cache,
-    attend,
-    context_slots,
+    draft_attention,
     draw_drafts,
     is_greedy_request,
-    read_slots,
-    write_slots,
+    slot_of,
 )
 from sparkserve.spec_decode.drafters.config import DraftConfig
 from sparkserve.spec_decode.types import DraftBlock, ProposeRequest
@@ -92,15 +94,18 @@ class Eagle3DraftModel(nn.Module):
 
 
 class Eagle3Proposer:
-    """A ``Proposer`` over an ``Eagle3DraftModel``: paged K/V (1 layer) plus a paged hidden store."""
+    """A ``Proposer`` over an ``Eagle3DraftModel``: paged K/V (1 layer) plus a paged hidden store.
+    ``attention_backend``: the target's backend instance (default: ``get_backend("auto")``)."""
 
-    def __init__(self, model: Eagle3DraftModel, num_blocks: int, block_size: int):
+    def __init__(self, model: Eagle3DraftModel, num_blocks: int, block_size: int,
+                 attention_backend: AttentionBackend | None = None):
         dcfg = model.config
         cfg = dcfg.model
         self.model, self.config = model, dcfg
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.block_size = block_size
+        self.backend = attention_backend or get_backend("auto", self.device.type)
         self.num_speculative_tokens = dcfg.ttt_length
         self.target_layer_ids = tuple(dcfg.target_layer_ids)
         self.needs_history = False  # works from target features, not ProposeRequest.token_ids
@@ -121,8 +126,7 @@ class Eagle3Proposer:
     def _write_kv(self, token_ids, hidden, positions, slots) -> None:
         x = self.model.layer_input(token_ids, hidden)
         k, v = self.model.layers[0].self_attn.key_value(x, positions, self.rotary)
-        write_slots(self.kv_caches[0][0], slots, k)
-        write_slots(self.kv_caches[0][1], slots, v)
+        self.backend.write_kv(k, v, *self.kv_caches[0], slots)
 
     @torch.inference_mode()
     def observe(self, features, input_ids, positions, slot_mapping, next_token_ids) -> None:
@@ -133,7 +137,7 @@ class Eagle3Proposer:
             features, positions, slot_mapping, next_token_ids = (
                 features[keep], positions[keep], slot_mapping[keep], next_token_ids[keep])
         hidden = self.model.fc(features.to(self.dtype))  # [N, H]
-        write_slots(self.hidden_store, slot_mapping, hidden)
+        self.hidden_store.view(-1, hidden.shape[-1])[slot_mapping] = hidden
         known = next_token_ids >= 0
         if bool(known.any()):
             self._write_kv(next_token_ids[known], hidden[known], positions[known], slot_mapping[known])
@@ -144,36 +148,32 @@ class Eagle3Proposer:
                 for r in requests]
         if not requests or max(nums) == 0:
             return [DraftBlock([], None, None) for _ in requests]
-        num_req, dev = len(requests), self.device
+        dev, bs = self.device, self.block_size
         attn = self.model.layers[0].self_attn
-        scale = self.config.model.head_dim ** -0.5
-        lengths = [r.anchor_position for r in requests]
-        slots, valid = context_slots(requests, lengths, self.block_size, dev)  # positions 0..s-1
-        starts = torch.tensor(lengths, dtype=torch.long, device=dev)
-        last = slots.gather(1, (starts - 1).clamp_min(0)[:, None]).squeeze(1)  # [R] slot of s-1
-        hidden = read_slots(self.hidden_store, last)  # [R, H]
+        starts = [r.anchor_position for r in requests]
+        # the chain row j (j = 0: context row s-1) is also in the cache at j = 0; attend the cache for
+        # positions < s-1 and carry chain K/V (row s-1 included) as fresh rows
+        ctx = draft_attention(self.backend, requests, [max(s - 1, 0) for s in starts], max(nums), bs,
+                              self.kv_caches, self.config.model.head_dim ** -0.5, dev)
+        last = torch.tensor([slot_of(r.block_ids, s - 1, bs) if s > 0 else 0 for r, s in zip(requests, starts)],
+                            dtype=torch.long, device=dev)  # [R] slot of s-1
+        hidden = self.hidden_store.view(-1, self.hidden_store.shape[-1])[last]  # [R, H]
         anchors = torch.tensor([r.anchor_token_id for r in requests], dtype=torch.long, device=dev)
-        live = starts > 0
-        self._write_kv(anchors[live], hidden[live], (starts - 1)[live], last[live])
-        # the chain row j (j = 0: context row s-1) is also in the cache at j = 0; keep the cache for
-        # positions < s-1 and carry chain K/V (row s-1 included) separately
-        ctx_valid = valid & (torch.arange(valid.shape[1], device=dev)[None] < (starts - 1)[:, None])
-        k_ctx, v_ctx = read_slots(self.kv_caches[0][0], slots), read_slots(self.kv_caches[0][1], slots)
+        start_pos = torch.tensor(starts, dtype=torch.long, device=dev)
+        live = start_pos > 0
+        self._write_kv(anchors[live], hidden[live], (start_pos - 1)[live], last[live])
         greedy = torch.tensor([is_greedy_request(r) for r in requests], device=dev)
         tokens_in, chain_k, chain_v = anchors, [], []
         tokens, probs = [], []
         for j in range(max(nums)):
-            pos = (starts - 1 + j).clamp_min(0)  # [R]
+            pos = (start_pos - 1 + j).clamp_min(0)  # [R]
             x = self.model.layer_input(tokens_in, hidden)  # [R, 2H]
             q = attn.query(x, pos, self.rotary)[:, None]  # [R, 1, Hq, D]
             k, v = attn.key_value(x, pos, self.rotary)
             chain_k.append(k)
             chain_v.append(v)
-            keys = torch.cat([k_ctx.to(k.dtype), torch.stack(chain_k, 1)], 1)  # [R, L + j + 1, Hkv, D]
-            values = torch.cat([v_ctx.to(v.dtype), torch.stack(chain_v, 1)], 1)
-            mask = torch.cat([ctx_valid, torch.ones(num_req, j + 1, dtype=torch.bool, device=dev)], 1)
-            out = attend(q, keys, values, mask[:, None, None, :], scale)[:, 0]  # [R, Hq, D]
-            hidden = self.model.finish(out, hidden)  # [R, H]
+            out = ctx.forward(0, q, torch.stack(chain_k, 1), torch.stack(chain_v, 1), DraftMask(causal=True))
+            hidden = self.model.finish(out[:, 0], hidden)  # [R, H]
             tokens_in, p = draw_drafts(self.model.logits(hidden), requests, greedy, [j < n for n in nums])
             tokens.append(tokens_in)
             probs.append(p)
