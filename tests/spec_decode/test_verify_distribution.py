@@ -1,33 +1,50 @@
-"""Losslessness, statistically: what verify() emits is distributed exactly like plain decoding.
+"""Losslessness of the verifier, statistically: what verify() emits is distributed exactly like plain
+decoding, and it accepts each draft with probability sum_x min(p(x), q(x)).
 
-A toy two-step world: the target is a fixed Markov chain over a small vocabulary (logits table
-``target_logits[prev]``; its processed distribution P[prev] is what plain decoding samples), and the
-drafter is a *different* chain Q (with zeros where P > 0, and mass where P = 0) or a deterministic
-n-gram-like table. Each trial decodes from a fixed anchor until it has two tokens: one verify round
-with l drafts, and, when only one token came out, a second round from the new anchor, exactly as the
-engine would. The first token must follow P[anchor] and the pair (x1, x2) the chain's joint
-P[anchor](x1) * P[x1](x2); the rate of accepting d1 must be sum(min(P, Q)).
+A toy world: the target is a fixed Markov chain over a small vocabulary (logits table
+``TARGET[prev]``; its processed distribution P[prev] is what plain decoding samples), the drafter a
+*different* chain Q (zeros where P > 0, mass where P = 0) or a deterministic n-gram-like table. Each
+trial decodes from a fixed anchor, one verify round at a time exactly as the engine would, until it
+has ``block + 1`` tokens. Checked per scenario (``tests/stats.py``):
 
-Fixed seeds make every test deterministic; a correct verifier passes p > 1e-3 for almost every seed,
-so a failure means a wrong distribution, not bad luck.
+- no emitted token has P[prev](x) = 0 (token by token);
+- every position's marginal x_k ~ (P^k)[anchor], and every conditional x_k | x_{k-1} = a ~ P[a]
+  (the chain is Markov, so that is the full conditional);
+- per draft position j, the drafts reaching j are accepted at the rate sum_x min(P[prev], q)(x).
+
+``test_acceptance_rate_has_power`` sizes one batched verify() call so that a 3% relative bias of the
+acceptance probability is caught with 90% power. Every verifier backend in ``VERIFIERS`` inherits all
+of it. Fixed seeds: deterministic.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from sparkserve.sample import SamplingTensors, processed_logprobs
 from sparkserve.spec_decode.verify import VerifyInput, verify
 from sparkserve.step import SamplingMeta
+from tests.stats import (
+    ALPHA,
+    acceptance_pvalue,
+    assert_possible,
+    check_pvalues,
+    detectable_relative_bias,
+    detectable_w,
+    gof_pvalue,
+    grouped_gof_pvalues,
+)
 
+VERIFIERS = {"torch": verify}  # every verifier backend (native, Triton, ...) registers here
 VOCAB = 8
 ANCHOR = 0
-NUM_TRIALS = 6000
-P_MIN = 1e-3
+NUM_TRIALS = 4000
 
 
+@pytest.fixture(params=list(VERIFIERS))
+def verifier(request):
+    return VERIFIERS[request.param]
 
 
 def _target_logits_table() -> torch.Tensor:
@@ -59,7 +76,7 @@ def _target_probs(meta: SamplingMeta) -> np.ndarray:
     """P [V, V] float64: the processed distribution plain decoding samples, per previous token."""
     params = SamplingTensors.from_metas([meta] * VOCAB)
     probs = processed_logprobs(TARGET, *params).exp().double().numpy()
-    return probs / probs.sum(axis=1, keepdims=True)  # exact sums for the chi-square
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def _draft_chains(anchors: torch.Tensor, max_len: int, drafter: str, gen: torch.Generator) -> torch.Tensor:
@@ -74,45 +91,46 @@ def _draft_chains(anchors: torch.Tensor, max_len: int, drafter: str, gen: torch.
     return torch.stack(out, dim=1) if out else torch.empty(len(anchors), 0, dtype=torch.long)
 
 
-def _verify_round(anchors: torch.Tensor, lengths: list[int], meta, drafter: str, gen) -> list[list[int]]:
-    """One verify step per trial from its anchor; returns the emitted tokens of each trial."""
-    chains = _draft_chains(anchors, max(lengths), drafter, gen)  # [N, max_l]
-    prefixes = torch.cat([anchors[:, None], chains], dim=1)  # [N, 1 + max_l]: [anchor, d1..]
-    inputs, row_tokens = [], []
-    for i, n in enumerate(lengths):
-        drafts = chains[i, :n].tolist()
-        q = DRAFT_Q[prefixes[i, :n]] if drafter == "q" else None  # [n, V]: q_k = Q[d_{k-1}]
-        inputs.append(VerifyInput(drafts, q, meta, gen))
-        row_tokens.append(prefixes[i, :n + 1])  # target rows score the token after each of these
-    logits = TARGET[torch.cat(row_tokens)]  # [sum(l + 1), V]
-    return [out.token_ids for out in verify(logits, inputs)]
+def _verify_round(verifier, anchors: list[int], lengths: list[int], meta, drafter: str, gen):
+    """One verify step per trial from its anchor: (outputs, prefixes [N, 1 + max_l] = [anchor, d1..])."""
+    max_len = max(lengths)
+    chains = _draft_chains(torch.tensor(anchors), max_len, drafter, gen)  # [N, max_l]
+    prefixes = torch.cat([torch.tensor(anchors)[:, None], chains], dim=1)  # [N, 1 + max_l]
+    q_rows = DRAFT_Q[prefixes[:, :max_len]] if drafter == "q" else None  # [N, max_l, V]: q_k = Q[d_{k-1}]
+    chain_lists = chains.tolist()
+    inputs = [VerifyInput(chain_lists[i][:n], None if q_rows is None else q_rows[i, :n], meta, gen)
+              for i, n in enumerate(lengths)]
+    rows = torch.cat([prefixes[i, :n + 1] for i, n in enumerate(lengths)])  # target rows: after each token
+    return verifier(TARGET[rows], inputs), prefixes.tolist()
 
 
-def _first_two_tokens(meta, drafter: str, lengths: list[int], seed: int):
+def _decode(verifier, meta, drafter: str, lengths: list[int], num_tokens: int, seed: int):
+    """Every trial decodes ``num_tokens`` tokens from ANCHOR with its verify length.
+
+    Returns (tokens [N, num_tokens], acceptance trials [M, 4] = (prev token, draft, position j >= 1,
+    accepted)), one acceptance trial per draft that reached the test (d_1..d_{j-1} accepted).
+    """
     gen = torch.Generator().manual_seed(seed)
-    anchors = torch.full((len(lengths),), ANCHOR, dtype=torch.long)
-    first = _verify_round(anchors, lengths, meta, drafter, gen)
-    pairs = [toks[:2] for toks in first]
-    again = [i for i, toks in enumerate(first) if len(toks) == 1]
-    if again:
-        second = _verify_round(torch.tensor([first[i][0] for i in again]), [lengths[i] for i in again],
-                               meta, drafter, gen)
-        for i, toks in zip(again, second):
-            pairs[i].append(toks[0])
-    return np.array(pairs), first
+    tokens = [[] for _ in lengths]
+    trials = []
+    active = list(range(len(lengths)))
+    while active:
+        anchors = [tokens[i][-1] if tokens[i] else ANCHOR for i in active]
+        outs, prefixes = _verify_round(verifier, anchors, [lengths[i] for i in active], meta, drafter, gen)
+        for i, out, prefix in zip(active, outs, prefixes):
+            tokens[i].extend(out.token_ids)
+            for j in range(1, min(lengths[i], out.num_accepted + 1) + 1):
+                trials.append((prefix[j - 1], prefix[j], j, j <= out.num_accepted))
+        active = [i for i in active if len(tokens[i]) < num_tokens]
+    return np.array([t[:num_tokens] for t in tokens]), np.array(trials, dtype=np.int64).reshape(-1, 4)
 
 
-def _chi_square(counts: np.ndarray, probs: np.ndarray) -> float:
-    """Goodness of fit; cells expecting < 5 are merged; a count where p = 0 fails outright."""
-    counts, probs = counts.ravel().astype(np.float64), probs.ravel()
-    assert counts[probs == 0].sum() == 0, "emitted a token the target gives probability 0"
-    expected = probs * counts.sum()
-    big = expected >= 5
-    obs, exp = list(counts[big]), list(expected[big])
-    if (~big).any() and expected[~big].sum() > 0:
-        obs.append(counts[~big].sum())
-        exp.append(expected[~big].sum())
-    return float(stats.chisquare(obs, exp).pvalue) if len(obs) >= 2 else 1.0
+def _acceptance_rates(probs: np.ndarray, trials: np.ndarray, drafter: str) -> np.ndarray:
+    """sum_x min(P[prev], q)(x) per trial: q = Q[prev] (sampled drafts) or one-hot at the draft."""
+    prev, draft = trials[:, 0], trials[:, 1]
+    if drafter == "q":
+        return np.minimum(probs[prev], DRAFT_Q.double().numpy()[prev]).sum(axis=1)
+    return probs[prev, draft]
 
 
 SCENARIOS = {
@@ -126,42 +144,94 @@ SCENARIOS = {
     "n-gram drafts with filters": (SamplingMeta(temperature=0.7, top_k=4, min_p=0.05), "ngram", 2),
     "ragged lengths 0..3": (SamplingMeta(top_k=6), "q", "ragged"),
 }
+# Power (test_stated_power): each marginal x_k is a G-test on NUM_TRIALS samples with df <= V - 1 at
+# ALPHA / (number of tests in the family, <= 5 + 4 * 8); it detects Cohen's w >= 0.105 with 90% power.
+# The per-prefix conditionals see NUM_TRIALS * P(x_{k-1} = a) samples each (w scales as 1/sqrt(n)).
+MARGINAL_W = 0.105
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_first_two_tokens_follow_the_target_chain(name):
+def test_tokens_follow_the_target_chain(verifier, name):
     meta, drafter, length = SCENARIOS[name]
     seed = sum(map(ord, name))
     if length == "ragged":
         lengths = torch.randint(0, 4, (NUM_TRIALS,), generator=torch.Generator().manual_seed(seed)).tolist()
     else:
         lengths = [length] * NUM_TRIALS
-    pairs, first_round = _first_two_tokens(meta, drafter, lengths, seed)
+    num_tokens = max(lengths) + 1
+    tokens, trials = _decode(verifier, meta, drafter, lengths, num_tokens, seed)
     probs = _target_probs(meta)  # [V, V]
 
-    first_counts = np.bincount(pairs[:, 0], minlength=VOCAB)
-    p_first = _chi_square(first_counts, probs[ANCHOR])
-    assert p_first > P_MIN, (name, p_first, first_counts, np.round(probs[ANCHOR] * NUM_TRIALS, 1))
+    prev = np.concatenate([np.full((len(tokens), 1), ANCHOR), tokens[:, :-1]], axis=1)  # [N, K]
+    assert_possible(probs[prev, tokens], name)
+    pvalues, marginal = {}, np.eye(VOCAB)[ANCHOR]
+    for k in range(num_tokens):
+        marginal = marginal @ probs  # P(x_{k+1}) = (P^{k+1})[anchor]
+        pvalues[f"x{k + 1}"] = gof_pvalue(np.bincount(tokens[:, k], minlength=VOCAB), marginal)
+        if k:
+            pvalues.update(grouped_gof_pvalues(tokens[:, k - 1], tokens[:, k], probs, f"x{k + 1}|x{k}"))
+    check_pvalues(pvalues)
 
-    joint_counts = np.zeros((VOCAB, VOCAB))
-    np.add.at(joint_counts, (pairs[:, 0], pairs[:, 1]), 1)
-    joint = probs[ANCHOR][:, None] * probs  # P(x1) * P(x2 | x1)
-    p_joint = _chi_square(joint_counts, joint)
-    assert p_joint > P_MIN, (name, p_joint)
+    rates = _acceptance_rates(probs, trials, drafter)
+    accepted, position = trials[:, 3], trials[:, 2]
+    check_pvalues({f"accept d{j}": acceptance_pvalue(accepted[position == j], rates[position == j])
+                   for j in range(1, max(lengths) + 1)})
 
-    # acceptance of d1 (first round, trials with l >= 1): P = sum_x min(p(x), q(x))
-    with_draft = [i for i, n in enumerate(lengths) if n >= 1]
-    if drafter == "q":
-        q_first = DRAFT_Q[ANCHOR].double().numpy()
-    else:
-        q_first = np.eye(VOCAB)[int((NGRAM if drafter == "ngram" else GREEDY_DRAFTER)[ANCHOR])]
-    rate = float(np.minimum(probs[ANCHOR], q_first).sum())
-    num_accepted = sum(len(first_round[i]) >= 2 for i in with_draft)
-    if 0.0 < rate < 1.0:
-        p_rate = stats.binomtest(num_accepted, len(with_draft), rate).pvalue
-        assert p_rate > P_MIN, (name, num_accepted / len(with_draft), rate)
-    else:
-        assert num_accepted == round(rate * len(with_draft))
+
+# ---- acceptance rate with power ---------------------------------------------------------------
+# Every draft position sees target p and draft q below (iid rows), so each draft is accepted with
+# probability sum min(p, q) = 0.85, all of it from tokens where p < q / 1.05: scaling the acceptance
+# probability min(1, p/q) by 1 + eps (eps <= 5%) raises the rate by exactly eps. Token 2 (q = 0) is
+# only reachable as a recovered token, token 3 (p = 0) only as a rejected draft.
+ACCEPT_P = np.array([0.5, 0.35, 0.15, 0.0])
+ACCEPT_Q = np.array([0.56, 0.40, 0.0, 0.04])
+ACCEPT_BLOCK = 4
+ACCEPT_ROWS = 2500  # -> ~8000 acceptance trials: a relative bias >= 2.4% is caught with 90% power (3%: 99.6%)
+ACCEPT_DETECTS = 0.025
+
+
+def test_acceptance_rate_has_power(verifier):
+    """One batched verify() of ACCEPT_ROWS blocks of ACCEPT_BLOCK drafts: the acceptance rate per
+    position and pooled against sum min(p, q) (a 2.5% relative bias is caught with >= 90% power, see
+    test_stated_power), plus the emitted tokens per position: accepted drafts, recovered from
+    max(p - q, 0), bonus from p; never token 3."""
+    gen = torch.Generator().manual_seed(2025)
+    q = torch.tensor(ACCEPT_Q, dtype=torch.float32)
+    drafts = torch.multinomial(q.expand(ACCEPT_ROWS, -1), ACCEPT_BLOCK, replacement=True, generator=gen)  # [R, L]
+    meta = SamplingMeta()
+    inputs = [VerifyInput(d, q.expand(ACCEPT_BLOCK, -1), meta, gen) for d in drafts.tolist()]
+    logits = torch.tensor(ACCEPT_P).log().float().expand(ACCEPT_ROWS * (ACCEPT_BLOCK + 1), -1)
+    outs = verifier(logits, inputs)
+    num_accepted = np.array([o.num_accepted for o in outs])  # [R]
+
+    rate = float(np.minimum(ACCEPT_P, ACCEPT_Q).sum())
+    pvalues, reached_all = {}, []
+    for j in range(1, ACCEPT_BLOCK + 1):
+        reached = num_accepted >= j - 1  # d_1..d_{j-1} accepted: d_j is tested
+        pvalues[f"d{j}"] = acceptance_pvalue(num_accepted[reached] >= j, np.full(reached.sum(), rate))
+        reached_all.append(num_accepted[reached] >= j)
+    pooled = np.concatenate(reached_all)
+    pvalues["pooled"] = acceptance_pvalue(pooled, np.full(len(pooled), rate))
+    check_pvalues(pvalues)
+
+    emitted = np.array([o.token_ids + [-1] * (ACCEPT_BLOCK + 1 - len(o.token_ids)) for o in outs])  # [R, L+1]
+    assert not (emitted == 3).any(), "emitted token 3, which the target gives probability 0"
+    check_pvalues({f"x{k + 1}": gof_pvalue(np.bincount(emitted[emitted[:, k] >= 0, k], minlength=4), ACCEPT_P)
+                   for k in range(ACCEPT_BLOCK + 1)})
+
+
+def test_stated_power():
+    """The detectable effects named above hold at the sample sizes used."""
+    num_tests = 5 + 4 * VOCAB
+    assert detectable_w(VOCAB - 1, NUM_TRIALS, ALPHA / num_tests) <= MARGINAL_W
+    rate = float(np.minimum(ACCEPT_P, ACCEPT_Q).sum())
+    assert rate == pytest.approx(0.85)
+    # the exact effect of scaling min(1, p/q) by 1.03: +3.0% relative
+    scaled = float((ACCEPT_Q * np.minimum(1.0, 1.03 * np.divide(ACCEPT_P, ACCEPT_Q, out=np.zeros(4),
+                                                                  where=ACCEPT_Q > 0))).sum())
+    assert scaled / rate - 1.0 == pytest.approx(0.03, abs=1e-9)
+    expected_trials = ACCEPT_ROWS * sum(rate ** j for j in range(ACCEPT_BLOCK))  # E[#drafts tested]
+    assert detectable_relative_bias(np.full(int(expected_trials), rate), ALPHA / (ACCEPT_BLOCK + 1)) <= ACCEPT_DETECTS
 
 
 def test_world_is_adversarial():
