@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
 
 
 def reference_distribution(logits, temperature, top_k=0, top_p=1.0, min_p=0.0) -> np.ndarray:
@@ -45,28 +44,6 @@ def reference_distribution(logits, temperature, top_k=0, top_p=1.0, min_p=0.0) -
     return np.array([probs.get(i, 0.0) for i in range(vocab)])
 
 
-def chi_square_pvalue(counts: np.ndarray, expected_probs: np.ndarray) -> float:
-    """Chi-square goodness of fit; cells with expected count < 5 are merged into one."""
-    counts = np.asarray(counts, dtype=np.float64)
-    expected = np.asarray(expected_probs, dtype=np.float64) * counts.sum()
-    big = expected >= 5
-    obs = list(counts[big])
-    exp = list(expected[big])
-    if (~big).any() and expected[~big].sum() > 0:
-        obs.append(counts[~big].sum())
-        exp.append(expected[~big].sum())
-    if len(obs) < 2:
-        return 1.0
-    return float(stats.chisquare(obs, exp).pvalue)
-
-
 @pytest.fixture
 def ref_dist():
     return reference_distribution
-
-
-@pytest.fixture
-def chi_square():
-    return chi_square_pvalue
-
-
