@@ -1,4 +1,5 @@
-"""CLI: `python -m sparkserve.demo build [--out DIR] [--quick] [--seed N] [--export DIR | --no-export]`."""
+"""CLI: `python -m sparkserve.demo build [--out DIR] [--quick] [--seed N] [--export DIR | --no-export]`,
+`... drafters`, `... inflate --width W --out DIR` (the widened bench world, demo/inflate.py)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     d = sub.add_parser("drafters", help="train, calibrate, evaluate and ship the demo drafters (resumable)")
     add_drafter_arguments(d)
+    i = sub.add_parser("inflate", help="write a function-preserving W-times wider copy of the demo target and drafters")
+    i.add_argument("--width", type=int, required=True, help="W: copies of every hidden unit, head and MLP unit")
+    i.add_argument("--out", required=True, help="output directory (HF layout, drafters under OUT/drafters)")
+    i.add_argument("--source", default=None, help="model directory to widen (default: the shipped demo model)")
+    i.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="stored weight dtype")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +49,14 @@ def run(args: argparse.Namespace) -> int:
         from sparkserve.demo.drafters import run as run_drafters
 
         return run_drafters(args)
+    if args.demo_command == "inflate":
+        from sparkserve.assets import demo_model_path
+        from sparkserve.demo.inflate import inflate
+        from sparkserve.models.loader import DTYPES
+
+        report = inflate(args.source or demo_model_path(), args.out, args.width, DTYPES[args.dtype])
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
     from sparkserve.demo.build import build, default_export_dir, default_out_dir
     from sparkserve.demo.recipe import FULL, QUICK
 
