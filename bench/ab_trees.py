@@ -14,6 +14,8 @@ point at that tree). Two workloads, both from the trees' own bench code:
   demo prompts, the model's sampling defaults) for no speculation and for the shipped DSpark with the
   launch-default planner, at each ``--sweep-concurrency``.
 
+Two rates per run: output tokens per wall second, and per CPU second of the process (``time.process_time``),
+which other load on the machine disturbs far less than wall time (each engine runs one torch thread).
 Prints and writes (``--out``/ab.json, ab.md) the per-round numbers, medians, and after/before ratios.
 """
 from __future__ import annotations
@@ -27,22 +29,30 @@ import sys
 import tempfile
 
 DRIVER = r'''
-import json, os, sys
+import json, os, sys, time
 sys.path.insert(0, os.getcwd())
 import torch
 job = json.loads(sys.argv[1])
 out = []
 if job["kind"] == "offline":
     from bench.common import make_random_qwen3
-    from bench.offline_throughput import run_engine
+    from sparkserve import LLM, SamplingParams
     model = make_random_qwen3("/tmp/sparkserve-bench-qwen3-29m")
     from sparkserve.models.hf_config import DecoderConfig
     vocab = DecoderConfig.from_file(model).vocab_size
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(1, vocab, (max(job["concurrency"]), 32), generator=g).tolist()
-    for c in job["concurrency"]:
-        r = run_engine(model, prompts, 64, c, 1)
-        out.append({"workload": f"offline c={c}", "tok_s": r["tok_s"]})
+    params = SamplingParams(temperature=0.0, max_tokens=64, ignore_eos=True)
+    for c in job["concurrency"]:  # as bench/offline_throughput.py: run_engine, timed by wall and CPU
+        llm = LLM(model, max_num_seqs=c, max_num_batched_tokens=2048, max_model_len=512,
+                  enable_prefix_caching=False, num_threads=1)
+        llm.generate([{"prompt_token_ids": prompts[0]}], SamplingParams(temperature=0.0, max_tokens=4))
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts[:c]], params)
+        wall, cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        out.append({"workload": f"offline c={c}", "tok_s": tokens / wall, "cpu_tok_s": tokens / cpu_s})
+        del llm
 else:
     from sparkserve import LLM, SamplingParams
     from sparkserve.assets import demo_speculative_config
@@ -57,9 +67,11 @@ else:
     params = SamplingParams(temperature=gen["temperature"], top_p=gen["top_p"], top_k=gen["top_k"],
                             max_tokens=job["max_tokens"], seed=0)
     for c in job["concurrency"]:
+        cpu0 = time.process_time()
         r = run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16))
+        cpu_s = time.process_time() - cpu0
         out.append({"workload": f"sweep {job['setup']} c={c}", "tok_s": r.throughput,
-                    "p50_user_tok_s": r.p50_user_tok_s})
+                    "cpu_tok_s": r.output_tokens / cpu_s, "p50_user_tok_s": r.p50_user_tok_s})
 print("AB-RESULT " + json.dumps(out))
 '''
 
@@ -75,11 +87,12 @@ def run_job(tree: str, job: dict, driver: str) -> list[dict]:
 
 
 def markdown(medians: dict[str, dict[str, float]], rounds: int) -> str:
-    lines = [f"| workload | before tok/s | after tok/s | after/before (median of {rounds} rounds) |",
-             "|---|---|---|---|"]
+    lines = [f"| workload | before tok/s | after tok/s | ratio | before tok/CPU-s | after tok/CPU-s | ratio |",
+             "|---|---|---|---|---|---|---|"]
     for name, m in medians.items():
-        lines.append(f"| {name} | {m['before']:.1f} | {m['after']:.1f} | {m['after'] / m['before']:.3f} |")
-    return "\n".join(lines)
+        lines.append(f"| {name} | {m['before']:.1f} | {m['after']:.1f} | {m['after'] / m['before']:.3f} | "
+                     f"{m['before_cpu']:.1f} | {m['after_cpu']:.1f} | {m['after_cpu'] / m['before_cpu']:.3f} |")
+    return "\n".join(lines) + f"\n\n(medians of {rounds} rounds; ratio = after / before)"
 
 
 def main(argv=None) -> None:
@@ -104,8 +117,12 @@ def main(argv=None) -> None:
         for job in jobs:
             for side in order:
                 for row in run_job(trees[side], job, f.name):
-                    samples.setdefault(row["workload"], {"before": [], "after": []})[side].append(row["tok_s"])
-                    print(f"round {r} {side:>6} {row['workload']:<22} {row['tok_s']:8.1f} tok/s", flush=True)
+                    got = samples.setdefault(row["workload"], {k: [] for k in ("before", "after", "before_cpu",
+                                                                                "after_cpu")})
+                    got[side].append(row["tok_s"])
+                    got[side + "_cpu"].append(row["cpu_tok_s"])
+                    print(f"round {r} {side:>6} {row['workload']:<22} {row['tok_s']:8.1f} tok/s "
+                          f"{row['cpu_tok_s']:8.1f} tok/CPU-s", flush=True)
     os.unlink(f.name)
     medians = {w: {side: statistics.median(v) for side, v in s.items()} for w, s in samples.items()}
     table = markdown(medians, args.rounds)
