@@ -69,6 +69,12 @@ def test_tile_segments():
     t = torch.tensor([[1.0, 2.0, 3.0]])
     assert tile(t, 1, [(2, True), (1, False)], 2, divide=True).tolist() == [[0.5, 1.0, 0.5, 1.0, 3.0]]
     assert tile(t, 1, [(1, False), (2, True)], 3, divide=False).tolist() == [[1.0, 2.0, 3.0, 2.0, 3.0, 2.0, 3.0]]
+    # a biased projection (Llama mlp_bias / attention_bias): tile(x) in, tile(A x + b) out
+    gen = torch.Generator().manual_seed(0)
+    a, b, x = torch.randn(4, 6, generator=gen), torch.randn(4, generator=gen), torch.randn(6, generator=gen)
+    wide_a = inflate_tensor("model.layers.0.mlp.down_proj.weight", a, 4, 3)
+    wide_b = inflate_tensor("model.layers.0.mlp.down_proj.bias", b, 4, 3)
+    torch.testing.assert_close(wide_a @ x.repeat(3) + wide_b, (a @ x + b).repeat(3))
     with pytest.raises(ValueError, match="unknown tensor"):
         inflate_tensor("model.layers.0.mystery.weight", torch.zeros(2, 2), 2, 2)
 
