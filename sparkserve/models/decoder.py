@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sparkserve.attention.base import AttentionContext, DenseCausalContext
+from sparkserve.layers import fused
 from sparkserve.layers.linear import DualLayoutLinear, use_dual_layout
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
@@ -47,17 +48,15 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding,
                 attn: AttentionContext) -> torch.Tensor:
         t = x.shape[0]
-        if self.qkv_proj is not None:
-            nq, nk = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-            q, k, v = self.qkv_proj(x).split([nq, nk, nk], dim=-1)
+        if self.qkv_proj is not None:  # inference: native per-head norm + RoPE where available
+            q, k, v = fused.qkv_norm_rope(self, self.qkv_proj(x), positions, rotary)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.reshape(t, self.num_heads, self.head_dim)
-        k = k.reshape(t, self.num_kv_heads, self.head_dim)
-        v = v.reshape(t, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(positions, q, k)
+            q = self.q_proj(x).reshape(t, self.num_heads, self.head_dim)
+            k = self.k_proj(x).reshape(t, self.num_kv_heads, self.head_dim)
+            v = self.v_proj(x).reshape(t, self.num_kv_heads, self.head_dim)
+            if self.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k = rotary(positions, q, k)
         out = attn.forward(self.layer_idx, q, k, v)  # [T, Hq, D]
         return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
 
@@ -82,8 +81,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-            return self.down_proj(nn.functional.silu(gate) * up)
+            return self.down_proj(fused.silu_and_mul(self.gate_up_proj(x)))
         return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
@@ -96,8 +94,9 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, positions, rotary, attn):
-        x = x + self.self_attn(self.input_layernorm(x), positions, rotary, attn)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x, h = fused.add_rms_norm(x, self.self_attn(self.input_layernorm(x), positions, rotary, attn),
+                                  self.post_attention_layernorm)
+        return x + self.mlp(h)
 
 
 class DecoderModel(nn.Module):
