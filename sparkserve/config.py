@@ -143,7 +143,7 @@ class ModelConfig:
     tokenizer: str | None = None
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16
     device: str = "auto"  # auto | cpu | cuda
-    attention_backend: str = "auto"  # auto | torch (attention/registry.py lists what exists)
+    attention_backend: str = "auto"  # auto | torch | cpu (attention/registry.py lists what exists)
     seed: int = 0
     served_model_name: str | None = None
     num_threads: int | None = None  # CPU threads for torch; None: 1 for small models, else torch's default

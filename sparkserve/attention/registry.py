@@ -1,28 +1,62 @@
 """Attention backend registry: name -> (module, class), imported only when asked for.
 
 A new backend (Triton, FlashInfer, ...) implements ``attention.base.AttentionBackend`` (target steps
-and drafting) in its own module and adds one line here.
+and drafting) in its own module and adds one line here. ``auto`` picks ``cpu`` (the native paged
+kernels, ``csrc/attention.cpp``) on a CPU device when ``sparkserve.native.available()``, else
+``torch``; ``SPARKSERVE_ATTENTION_BACKEND=<name>`` makes ``auto`` mean that backend instead (tests
+and benchmarks run the same code against each backend with it).
 """
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+
+log = logging.getLogger("sparkserve.attention")
 
 _BACKENDS = {
     "torch": ("sparkserve.attention.torch_backend", "TorchBackend"),
+    "cpu": ("sparkserve.attention.cpu_backend", "CpuNativeBackend"),
 }
+_announced: set[str] = set()
 
 
 def available_backends() -> list[str]:
     return list(_BACKENDS)
 
 
+def resolve(name: str, device: str = "cpu") -> str:
+    """The backend name ``get_backend(name, device)`` instantiates."""
+    if name != "auto":
+        return name
+    forced = os.environ.get("SPARKSERVE_ATTENTION_BACKEND", "").strip()
+    if forced and forced != "auto":
+        choice, why = forced, "SPARKSERVE_ATTENTION_BACKEND"
+    elif device == "cpu" and _native_available():
+        choice, why = "cpu", "native CPU kernels available"
+    else:
+        choice, why = "torch", "device " + device if device != "cpu" else "native CPU kernels unavailable"
+    if choice not in _announced:
+        _announced.add(choice)
+        log.info("attention backend auto -> %s (%s)", choice, why)
+    return choice
+
+
+def _native_available() -> bool:
+    from sparkserve import native
+
+    return native.available()
+
+
 def get_backend(name: str, device: str = "cpu"):
-    """Return a backend instance; ``auto`` picks torch (the only backend so far, on any device)."""
-    if name == "auto":
-        name = "torch"
+    """Return a backend instance for ``name`` (or ``auto``, see ``resolve``)."""
+    name = resolve(name, device)
     if name not in _BACKENDS:
         choices = ", ".join(["auto", *available_backends()])
         raise ValueError(f"unknown attention backend {name!r}; available: {choices}")
+    if name == "cpu" and not _native_available():
+        raise ValueError("attention backend 'cpu' is not available here: the native CPU kernels are off or did not "
+                         "build (see the sparkserve.native log line); use 'torch' or 'auto'")
     module_name, cls_name = _BACKENDS[name]
     try:
         module = importlib.import_module(module_name)
