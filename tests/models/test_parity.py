@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sparkserve.attention.base import PagedAttentionContext
-from sparkserve.attention.torch_backend import TorchBackend
+from sparkserve.attention.registry import get_backend
 from sparkserve.models.loader import load_model
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
@@ -25,10 +25,11 @@ def models(request, tmp_path_factory):
 
 
 class PagedDriver:
-    """Feeds chunks of several sequences through the paged cache, like the runner does."""
+    """Feeds chunks of several sequences through the paged cache, like the runner does (with the
+    runner's ``auto`` attention backend: the native one where it built, torch with SPARKSERVE_NATIVE=0)."""
 
     def __init__(self, model, cfg, num_blocks=64):
-        self.model, self.backend = model, TorchBackend()
+        self.model, self.backend = model, get_backend("auto")
         self.caches = allocate_kv_caches(cfg.num_hidden_layers, num_blocks, BLOCK, cfg.num_key_value_heads,
                                          cfg.head_dim, torch.float32, torch.device("cpu"))
         self.next_block = 1
