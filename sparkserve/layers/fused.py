@@ -18,8 +18,12 @@ NATIVE_DTYPES = (torch.float32, torch.bfloat16)
 
 def use_native(x: torch.Tensor, *same_dtype: torch.Tensor) -> bool:
     """True when x (and every tensor in same_dtype, which must share x's dtype) may go to the kernels."""
-    return (x.dtype in NATIVE_DTYPES and x.device.type == "cpu" and not torch.is_grad_enabled()
-            and all(t.dtype == x.dtype for t in same_dtype) and native.available())
+    if not x.is_cpu or x.dtype not in NATIVE_DTYPES or torch.is_grad_enabled():
+        return False
+    for t in same_dtype:
+        if t.dtype != x.dtype:
+            return False
+    return native.available()
 
 
 def add_rms_norm(x: torch.Tensor, delta: torch.Tensor, norm) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,14 +38,14 @@ def qkv_norm_rope(attn, qkv: torch.Tensor, positions: torch.Tensor, rotary) -> t
     """The fused projection's output qkv [T, (Hq + 2 Hk) * D] -> q [T, Hq, D], k [T, Hk, D] (per-head
     RMSNorm when ``attn.qk_norm``, then neox RoPE at positions [T]) and v [T, Hk, D] (a view of qkv)."""
     t, hq, hk, d = qkv.shape[0], attn.num_heads, attn.num_kv_heads, attn.head_dim
-    q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=-1)
-    v = v.reshape(t, hk, d)
-    weights = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else (None, None)
-    if qkv.dim() == 2 and use_native(qkv, *(w for w in weights if w is not None)) and rotary.cos.dtype == torch.float32:
+    weights = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else ()
+    if qkv.dim() == 2 and rotary.cos.dtype == torch.float32 and use_native(qkv, *weights):
         eps = attn.q_norm.eps if attn.qk_norm else 0.0
-        q, k = torch.ops.sparkserve.layer_qk_norm_rope(qkv, positions, rotary.cos, rotary.sin, *weights, hq, hk, eps)
-        return q, k, v
-    q, k = q.reshape(t, hq, d), k.reshape(t, hk, d)
+        q, k = torch.ops.sparkserve.layer_qk_norm_rope(qkv, positions, rotary.cos, rotary.sin,
+                                                       *(weights or (None, None)), hq, hk, eps)
+        return q, k, qkv[:, (hq + hk) * d:].unflatten(-1, (hk, d))
+    q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=-1)
+    q, k, v = q.reshape(t, hq, d), k.reshape(t, hk, d), v.reshape(t, hk, d)
     if attn.qk_norm:
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = rotary(positions, q, k)
