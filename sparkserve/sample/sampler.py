@@ -23,7 +23,9 @@ from typing import Sequence
 
 import torch
 
+from sparkserve.sample import native
 from sparkserve.sample.metadata import SamplingTensors
+from sparkserve.sample.native import use_native
 from sparkserve.sample.processing import GREEDY_EPS, processed_logprobs
 from sparkserve.step import SamplingMeta
 
@@ -38,13 +40,29 @@ class SampleOutput:
     logprobs: list[TokenLogprobs | None]  # [num_rows]; None where meta.logprobs is None
 
 
-def draw_indices(weights: torch.Tensor, generators: Sequence[torch.Generator | None]) -> torch.Tensor:
+def draw_indices(weights: torch.Tensor, generators: Sequence[torch.Generator | None],
+                 backend: str = "auto") -> torch.Tensor:
     """One index per row of non-negative weights [S, V] (no row all zero), i with probability
-    ``w_i / sum(w)``, each row with its own generator -> int64 [S] (no host sync)."""
+    ``w_i / sum(w)``, each row with its own generator -> int64 [S] (no host sync on the torch path).
+    ``backend``: see ``sample.native`` (the native draw is bit-identical)."""
+    uniforms = draw_uniform_doubles(generators, weights.device)  # [S]
+    if use_native(backend, weights, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64)):
+        return native.draw_weights(weights, uniforms).to(weights.device)
+    return draw_indices_with_uniforms(weights, uniforms)
+
+
+def draw_uniform_doubles(generators: Sequence[torch.Generator | None], device: torch.device) -> torch.Tensor:
+    """One U[0, 1) double per generator, in order -> fp64 [S] (the draw's whole randomness)."""
+    if not generators:
+        return torch.empty(0, dtype=torch.float64, device=device)
+    return torch.cat([torch.rand(1, dtype=torch.float64, generator=g,
+                                 device=g.device if g is not None else device) for g in generators])
+
+
+def draw_indices_with_uniforms(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """The torch reference of the draw: weights [S, V], uniforms fp64 [S] -> int64 [S]."""
     cum = weights.double().cumsum(dim=-1)  # [S, V]
-    u = torch.cat([torch.rand(1, dtype=torch.float64, generator=g,
-                              device=g.device if g is not None else weights.device) for g in generators])  # [S]
-    target = (u.to(cum.device) * cum[:, -1])[:, None]  # [S, 1], in [0, total)
+    target = (uniforms.to(cum.device) * cum[:, -1])[:, None]  # [S, 1], in [0, total)
     idx = torch.searchsorted(cum, target, right=True).squeeze(1)  # first i with cum_i > target
     last_positive = weights.shape[1] - 1 - (weights > 0).flip(-1).int().argmax(dim=-1)  # [S]
     return torch.minimum(idx, last_positive)  # guards target == total after rounding
@@ -80,7 +98,11 @@ class Sampler:
     A random row draws with its own generator, which must live on the logits' device
     (``RequestGenerators(device=...)``); None there means torch's default generator (not
     reproducible). Greedy rows (temperature < ``GREEDY_EPS``) ignore their generator.
+    ``backend`` picks the kernels (``sample.native``); every backend draws the same uniforms.
     """
+
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
 
     def sample(
         self,
@@ -95,11 +117,13 @@ class Sampler:
         if not random_rows:  # fast path: one argmax, no softmax
             token_ids = logits.argmax(dim=-1).tolist()
         else:
-            token_ids = self._sample_mixed(logits, metas, generators, random_rows)
+            token_ids = self._sample_mixed(logits, metas, generators, random_rows, self.backend)
         return SampleOutput(token_ids=token_ids, logprobs=self._logprobs(logits, metas, token_ids))
 
     @staticmethod
-    def _sample_mixed(logits, metas, generators, random_rows: list[int]) -> list[int]:
+    def _sample_mixed(logits, metas, generators, random_rows: list[int], backend: str) -> list[int]:
+        if use_native(backend, logits):
+            return Sampler._sample_native(logits, metas, generators, random_rows)
         token_ids = logits.argmax(dim=-1)  # [num_rows]; greedy rows keep these
         index = torch.tensor(random_rows, device=logits.device)  # [R]
         params = SamplingTensors.from_metas([metas[i] for i in random_rows], device=logits.device)
@@ -107,6 +131,15 @@ class Sampler:
         drawn = draw_indices(probs, [generators[i] for i in random_rows])  # [R]
         token_ids[index] = drawn
         return token_ids.tolist()
+
+    @staticmethod
+    def _sample_native(logits, metas, generators, random_rows: list[int]) -> list[int]:
+        uniforms = torch.zeros(len(metas), dtype=torch.float64)  # [num_rows]; greedy rows draw nothing
+        uniforms[random_rows] = draw_uniform_doubles([generators[i] for i in random_rows], logits.device)
+        is_random = [m.temperature >= GREEDY_EPS for m in metas]
+        params = native.row_params([m.temperature if r else 0.0 for m, r in zip(metas, is_random)],
+                                   [m.top_k for m in metas], [m.top_p for m in metas], [m.min_p for m in metas])
+        return native.sample_tokens(logits, params, uniforms).tolist()
 
     @staticmethod
     def _logprobs(logits, metas, token_ids: list[int]) -> list[TokenLogprobs | None]:

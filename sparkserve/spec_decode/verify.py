@@ -50,8 +50,10 @@ from typing import Sequence
 import torch
 
 from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_indices, draw_uniforms, processed_logprobs
+from sparkserve.sample.native import use_native
 from sparkserve.sample.sampler import TokenLogprobs
 from sparkserve.spec_decode.types import DraftBlock
+from sparkserve.spec_decode.verify_native import verify_native
 from sparkserve.step import SamplingMeta
 
 
@@ -101,18 +103,24 @@ class VerifyOutput:
 def verify(
     target_logits: torch.Tensor,  # [sum(l_i + 1), V]: per request, rows for [anchor, d1..dl]
     inputs: Sequence[VerifyInput],  # [num_requests]
+    backend: str = "auto",
 ) -> list[VerifyOutput]:
     """Verify every request's block against the target (module docstring); pure function.
 
     Request i owns ``l_i + 1`` consecutive rows; its row j is p_{j+1}, which judges d_{j+1}; row
-    l_i is the bonus row.
+    l_i is the bonus row. ``backend``: "auto" runs the native kernel (``verify_native``) on CPU logits
+    when ``sparkserve.native.available()``, "torch" / "native" force one (``sample.native``).
     """
     _check_inputs(target_logits, inputs)
+    if use_native(backend, target_logits):
+        num_accepted, final_ids = verify_native(target_logits, inputs)
+        outputs = [VerifyOutput(token_ids=list(inp.draft_token_ids[:a]) + [tok], num_accepted=a)
+                   for inp, a, tok in zip(inputs, num_accepted, final_ids)]
+        _attach_logprobs(target_logits, inputs, _starts(inputs), outputs)
+        return outputs
     device = target_logits.device
     lengths = [inp.num_draft_tokens for inp in inputs]  # [B]
-    starts = [0] * len(inputs)  # [B], first row of each request
-    for i in range(1, len(inputs)):
-        starts[i] = starts[i - 1] + lengths[i - 1] + 1
+    starts = _starts(inputs)
     greedy = [inp.is_greedy for inp in inputs]  # [B]
 
     probs = None  # [N, V] fp32 processed probabilities; only needed by stochastic requests
@@ -138,6 +146,14 @@ def verify(
     ]
     _attach_logprobs(target_logits, inputs, starts, outputs)
     return outputs
+
+
+def _starts(inputs: Sequence[VerifyInput]) -> list[int]:
+    """The first logits row of each request [B]."""
+    starts = [0] * len(inputs)
+    for i in range(1, len(inputs)):
+        starts[i] = starts[i - 1] + inputs[i - 1].num_draft_tokens + 1
+    return starts
 
 
 def _check_inputs(target_logits: torch.Tensor, inputs: Sequence[VerifyInput]) -> None:

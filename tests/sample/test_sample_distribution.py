@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from sparkserve import native
 from sparkserve.sample import Sampler, draw_indices
 from sparkserve.step import SamplingMeta
 from tests.stats import (
@@ -24,15 +25,28 @@ from tests.stats import (
     gof_pvalue,
 )
 
-SAMPLERS = {"torch": Sampler}  # every sampler backend registers here
-DRAWS = {"torch": draw_indices}  # weights [S, V], one generator per row -> indices [S]
+SAMPLERS = {  # every sampler backend registers here
+    "torch": lambda: Sampler(backend="torch"),
+    "native": lambda: Sampler(backend="native"),  # csrc/sampling.cpp
+}
+DRAWS = {  # weights [S, V], one generator per row -> indices [S]
+    "torch": lambda w, gens: draw_indices(w, gens, backend="torch"),
+    "native": lambda w, gens: draw_indices(w, gens, backend="native"),
+}
+NATIVE = {"native"}  # backends that need sparkserve.native.available()
 VOCAB = 12
 NUM_SAMPLES = 4000
 MIXED_DRAWS_PER_ROW = 1500
 
 
+def _skip_unavailable(backend: str) -> None:
+    if backend in NATIVE and not native.available():
+        pytest.skip("native CPU kernels not built here")
+
+
 @pytest.fixture(params=list(SAMPLERS))
 def sampler(request):
+    _skip_unavailable(request.param)
     return SAMPLERS[request.param]()
 
 
@@ -94,6 +108,7 @@ def test_top_p_boundary_distribution(sampler):
 
 @pytest.mark.parametrize("draw", list(DRAWS))
 def test_draw_from_unnormalised_weights(draw):
+    _skip_unavailable(draw)
     weights = torch.tensor([0.0, 2.0, 0.5, 0.0, 1.0, 0.25, 0.25])
     gen = torch.Generator().manual_seed(9)
     drawn = DRAWS[draw](weights.expand(NUM_SAMPLES, -1), [gen] * NUM_SAMPLES)

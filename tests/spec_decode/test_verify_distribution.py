@@ -18,10 +18,13 @@ of it. Fixed seeds: deterministic.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
+from sparkserve import native
 from sparkserve.sample import SamplingTensors, processed_logprobs
 from sparkserve.spec_decode.verify import VerifyInput, verify
 from sparkserve.step import SamplingMeta
@@ -36,7 +39,11 @@ from tests.stats import (
     grouped_gof_pvalues,
 )
 
-VERIFIERS = {"torch": verify}  # every verifier backend (native, Triton, ...) registers here
+VERIFIERS = {  # every verifier backend (native, Triton, ...) registers here
+    "torch": functools.partial(verify, backend="torch"),
+    "native": functools.partial(verify, backend="native"),  # csrc/sampling_verify.cpp
+}
+NATIVE = {"native"}  # backends that need sparkserve.native.available()
 VOCAB = 8
 ANCHOR = 0
 NUM_TRIALS = 4000
@@ -44,6 +51,8 @@ NUM_TRIALS = 4000
 
 @pytest.fixture(params=list(VERIFIERS))
 def verifier(request):
+    if request.param in NATIVE and not native.available():
+        pytest.skip("native CPU kernels not built here")
     return VERIFIERS[request.param]
 
 

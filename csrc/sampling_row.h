@@ -1,0 +1,235 @@
+// The processed distribution of one logits row (sparkserve/sample/processing.py, natively) and the
+// inverse-CDF draw (sparkserve/sample/sampler.py: draw_indices). Shared by sampling.cpp and
+// verify.cpp. Rules, per row: greedy (T < GREEDY_EPS) is one-hot at the first argmax; otherwise
+// z = logit / T (fp32), top-k keeps z >= the k-th largest z (ties kept), top-p keeps every z >= the
+// smallest value v whose strictly-larger mass M(v) is below (top_p - TOP_P_TOL) of the top-k
+// survivors' mass (the torch reference's sorted cumsum rule, order-free), min-p keeps
+// z - zmax >= log(min_p); survivors get exp((z - zmax) - log(sum exp(z - zmax))).
+// Token choices agree with the torch reference except when a uniform falls within float rounding
+// of a CDF boundary (exp and sums round differently: ~1e-6 per draw at worst).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <vector>
+
+namespace sparkserve_sampling {
+
+constexpr float kGreedyEps = 1e-5f;  // processing.GREEDY_EPS
+constexpr float kTopPTol = 1e-6f;    // processing.TOP_P_TOL
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// exp(x) for x <= 0 (Cody-Waite reduction, Cephes' degree-6 polynomial, ~1 ulp); 0 below the
+// smallest normal result and for -inf. Branch-free, so loops over it vectorise.
+inline float exp_nonpositive(float x) {
+  const float lo = -87.3365447505531f;
+  float xc = std::max(x, lo);
+  xc = std::min(xc, 0.0f);
+  float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  float r = xc - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < lo ? 0.0f : p * scale;
+}
+
+inline void exp_inplace(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i]);
+}
+
+struct RowParams {
+  float temperature;
+  int64_t top_k;  // <= 0 or >= V: off
+  float top_p;    // >= 1: off
+  float min_p;    // <= 0: off
+  bool greedy() const { return temperature < kGreedyEps; }
+};
+
+// Per-thread buffers, each [V]; after process_row the kept tokens are idx[0..n) (ascending) with
+// probabilities prob[0..n).
+struct Scratch {
+  std::vector<float> z, cz, ce, prob, heap;
+  std::vector<int32_t> idx;
+  int64_t n = 0;
+  void reserve(int64_t vocab) {
+    if (static_cast<int64_t>(z.size()) < vocab) {
+      z.resize(vocab); cz.resize(vocab); ce.resize(vocab); prob.resize(vocab); idx.resize(vocab);
+    }
+  }
+};
+
+template <typename T>
+inline int64_t argmax_row(const T* row, int64_t vocab) {  // first index of the max, like torch.argmax
+  int64_t best = 0;
+  float best_v = static_cast<float>(row[0]);
+  for (int64_t i = 1; i < vocab; ++i) {
+    float v = static_cast<float>(row[i]);
+    if (v > best_v) { best_v = v; best = i; }
+  }
+  return best;
+}
+
+// The k-th largest of z[0..V) (1 <= k < V): a min-heap of the k largest, skipping 16-wide blocks
+// that cannot enter it; nth_element for large k.
+inline float kth_largest(const float* z, int64_t vocab, int64_t k, std::vector<float>& buf) {
+  if (k > 256) {
+    buf.assign(z, z + vocab);
+    std::nth_element(buf.begin(), buf.begin() + (k - 1), buf.begin() + vocab, std::greater<float>());
+    return buf[k - 1];
+  }
+  buf.assign(z, z + k);
+  std::make_heap(buf.begin(), buf.end(), std::greater<float>());
+  int64_t i = k;
+  for (; i < vocab; ++i) {
+    if (i % 16 == 0 && i + 16 <= vocab) {
+      float block_max = z[i];
+      for (int j = 1; j < 16; ++j) block_max = std::max(block_max, z[i + j]);
+      if (!(block_max > buf.front())) { i += 15; continue; }
+    }
+    if (z[i] > buf.front()) {
+      std::pop_heap(buf.begin(), buf.end(), std::greater<float>());
+      buf.back() = z[i];
+      std::push_heap(buf.begin(), buf.end(), std::greater<float>());
+    }
+  }
+  return buf.front();
+}
+
+// Smallest value v among cz[0..m) with sum(ce[j] : cz[j] > v) < target (the top-p cut); zmax if
+// none (target <= 0). Weighted quickselect: three-way partitions of (cz, ce) in place, O(m) expected.
+inline float top_p_cut(float* cz, float* ce, int64_t m, double target, float zmax) {
+  float best = zmax;
+  double above = 0.0;  // mass of the values known to exceed everything in [lo, hi)
+  int64_t lo = 0, hi = m;
+  while (lo < hi) {
+    const float pivot = cz[lo + (hi - lo) / 2];
+    int64_t gt = lo, i = lo, lt = hi;  // [lo, gt): > pivot, [gt, i): == pivot, [lt, hi): < pivot
+    double mass_gt = 0.0, mass_eq = 0.0;
+    while (i < lt) {
+      if (cz[i] > pivot) {
+        mass_gt += ce[i];
+        std::swap(cz[i], cz[gt]); std::swap(ce[i], ce[gt]); ++gt; ++i;
+      } else if (cz[i] < pivot) {
+        --lt;
+        std::swap(cz[i], cz[lt]); std::swap(ce[i], ce[lt]);
+      } else {
+        mass_eq += ce[i]; ++i;
+      }
+    }
+    if (above + mass_gt < target) {  // the pivot qualifies: the cut is at or below it
+      best = pivot;
+      above += mass_gt + mass_eq;
+      lo = lt;
+    } else {  // the cut is above the pivot
+      hi = gt;
+    }
+  }
+  return best;
+}
+
+// The processed distribution of one row into s.idx / s.prob / s.n (module comment).
+template <typename T>
+inline void process_row(const T* logits, int64_t vocab, const RowParams& prm, Scratch& s) {
+  s.reserve(vocab);
+  if (prm.greedy()) {
+    s.idx[0] = static_cast<int32_t>(argmax_row(logits, vocab));
+    s.prob[0] = 1.0f;
+    s.n = 1;
+    return;
+  }
+  float* z = s.z.data();
+  const float temp = prm.temperature;
+  float zmax = kNegInf;
+  for (int64_t i = 0; i < vocab; ++i) {
+    z[i] = static_cast<float>(logits[i]) / temp;
+    zmax = std::max(zmax, z[i]);
+  }
+  float thresh = kNegInf;
+  if (prm.top_k > 0 && prm.top_k < vocab) thresh = kth_largest(z, vocab, prm.top_k, s.heap);
+  if (prm.top_p < 1.0f) {
+    float* cz = s.cz.data();
+    float* ce = s.ce.data();
+    int64_t m = 0;
+    for (int64_t i = 0; i < vocab; ++i) {
+      if (z[i] >= thresh) { cz[m] = z[i]; ce[m] = z[i] - zmax; ++m; }
+    }
+    exp_inplace(ce, m);
+    double total = 0.0;
+    for (int64_t j = 0; j < m; ++j) total += ce[j];
+    const float bound = prm.top_p - kTopPTol;
+    thresh = std::max(thresh, top_p_cut(cz, ce, m, static_cast<double>(bound) * total, zmax));
+  }
+  const float log_min_p = prm.min_p > 0.0f ? std::log(prm.min_p) : kNegInf;
+  float* arg = s.prob.data();
+  int32_t* idx = s.idx.data();
+  int64_t n = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const float shifted = z[i] - zmax;
+    if (z[i] >= thresh && shifted >= log_min_p) { idx[n] = static_cast<int32_t>(i); arg[n] = shifted; ++n; }
+  }
+  float* e = s.ce.data();
+  for (int64_t j = 0; j < n; ++j) e[j] = exp_nonpositive(arg[j]);
+  double sum = 0.0;
+  for (int64_t j = 0; j < n; ++j) sum += e[j];
+  const float log_sum = std::log(static_cast<float>(sum));
+  for (int64_t j = 0; j < n; ++j) arg[j] = exp_nonpositive(arg[j] - log_sum);
+  s.n = n;
+}
+
+// Inverse-CDF draw over weights w[0..n) (>= 0, not all 0) with one U[0, 1) double: the first j whose
+// fp64 running sum exceeds u * total, else the last positive weight (draw_indices' guard).
+template <typename W>
+inline int64_t draw_position(const W* w, int64_t n, double u) {
+  double total = 0.0;
+  for (int64_t j = 0; j < n; ++j) total += static_cast<double>(w[j]);
+  const double target = u * total;
+  double cum = 0.0;
+  int64_t last_positive = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    cum += static_cast<double>(w[j]);
+    if (w[j] > W(0)) last_positive = j;
+    if (cum > target) return j;
+  }
+  return last_positive;
+}
+
+// Position of token in the ascending idx[0..n), or -1.
+inline int64_t find_kept(const int32_t* idx, int64_t n, int64_t token) {
+  const int32_t* it = std::lower_bound(idx, idx + n, static_cast<int32_t>(token));
+  return (it != idx + n && *it == token) ? (it - idx) : -1;
+}
+
+inline RowParams row_params(const at::Tensor& temperature, const at::Tensor& top_k, const at::Tensor& top_p,
+                            const at::Tensor& min_p, int64_t i) {
+  return RowParams{temperature.data_ptr<float>()[i], top_k.data_ptr<int64_t>()[i], top_p.data_ptr<float>()[i],
+                   min_p.data_ptr<float>()[i]};
+}
+
+inline void check_params(const at::Tensor& logits, const at::Tensor& temperature, const at::Tensor& top_k,
+                         const at::Tensor& top_p, const at::Tensor& min_p, int64_t rows) {
+  TORCH_CHECK(logits.dim() == 2 && logits.is_contiguous(), "logits must be a contiguous [N, V] tensor");
+  TORCH_CHECK(logits.scalar_type() == at::kFloat || logits.scalar_type() == at::kBFloat16 ||
+              logits.scalar_type() == at::kHalf, "logits must be fp32, bf16 or fp16");
+  for (const at::Tensor* t : {&temperature, &top_p, &min_p}) {
+    TORCH_CHECK(t->scalar_type() == at::kFloat && t->is_contiguous() && t->numel() == rows,
+                "temperature / top_p / min_p must be contiguous fp32 [", rows, "]");
+  }
+  TORCH_CHECK(top_k.scalar_type() == at::kLong && top_k.is_contiguous() && top_k.numel() == rows,
+              "top_k must be contiguous int64 [", rows, "]");
+}
+
+}  // namespace sparkserve_sampling
