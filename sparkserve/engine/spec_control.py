@@ -1,13 +1,14 @@
 """The engine's control loop around speculation, in two halves.
 
 Scheduling (the scheduler calls these while it builds a plan, ``scheduler/drafts.py``):
-``verify_planner``, the verify-length planner, with the live cost table SPS(B) it plans with
+``verify_planner``, the verify-length planner, with the live cost table SPS(B, R) it plans with
 (profiled at start or loaded from disk); ``decide_draft``, the draft gate (does drafting pay at this
 load?); ``needs_history`` (does the drafter read token text?).
 
 Update (the engine calls ``observe(plan, result)`` once per step): the measured step time refines
-the cost table and feeds the gate, and the verified drafts' confidences against their acceptance
-track calibration drift (refitting the drafter's STS temperatures when it drifts).
+the cost table t(B, R) (every step: B forward tokens, R requests that drafted after it) and feeds the
+gate, and the verified drafts' confidences against their acceptance track calibration drift
+(refitting the drafter's STS temperatures when it drifts).
 
 ``NoSpecControl`` is the same interface for an engine without a drafter.
 """
@@ -21,7 +22,7 @@ from sparkserve.spec_decode.cost_model import CostKey, CostTable, describe_hardw
 from sparkserve.spec_decode.draft_gate import DraftGate
 from sparkserve.spec_decode.drift import CalibrationDrift
 from sparkserve.spec_decode.planner import planner_from_spec
-from sparkserve.spec_decode.profile import profile_step_times, runner_step_time
+from sparkserve.spec_decode.profile import profile_runner
 from sparkserve.spec_decode.types import Proposer
 from sparkserve.step import StepPlan, StepResult
 
@@ -87,9 +88,10 @@ class SpecControl:
         if self.gate is not None and plan.seqs:
             emitted = sum(len(s.new_token_ids) for s in result.seqs)
             self.gate.observe(plan.num_decoding, plan.has_prefill, emitted, result.step_time_s)
-        # the table models steps that run the drafter; a step that skipped it would teach it wrong times
-        if self.cost_table is not None and plan.seqs and plan.draft and result.step_time_s > 0:
-            self.cost_table.observe(plan.num_tokens, result.step_time_s)
+        # every step teaches t(B, R): R = requests that drafted after it (0 when the gate turned drafting off)
+        if self.cost_table is not None and plan.seqs and result.step_time_s > 0:
+            num_drafting = sum(r.next_draft_token_ids is not None for r in result.seqs) if plan.draft else 0
+            self.cost_table.observe(plan.num_tokens, result.step_time_s, num_drafting)
             if self.num_steps % COST_TABLE_SAVE_EVERY == 0:
                 self.cost_table.save_cached(self.spec.cost_cache_dir)
         if self.drift is None:
@@ -103,7 +105,10 @@ class SpecControl:
     def stats(self) -> dict:
         out = {"planner": self.planner.stats()}
         if self.cost_table is not None:
-            out["cost_table"] = {"age_s": self.cost_table.age_s, "prediction_error": self.cost_table.prediction_error}
+            table = self.cost_table
+            out["cost_table"] = {"age_s": table.age_s, "prediction_error": table.prediction_error,
+                                 "prediction_error_plain": table.error("plain"),
+                                 "prediction_error_drafting": table.error("drafting")}
         if self.drift is not None:
             out["calibration"] = self.drift.stats()
         if self.gate is not None:
@@ -117,8 +122,7 @@ def _cost_table(spec: SpecConfig, runner, model_path: str, max_num_batched_token
     key = cost_key(spec, runner, model_path, max_num_batched_tokens)
     table = CostTable.load_cached(key, spec.cost_cache_dir)
     if table is None:
-        log.info("profiling step time vs batch tokens (<= %.0f s)", spec.cost_profile_time_s)
-        table = profile_step_times(lambda b: runner_step_time(runner, b, max_num_seqs), max_num_batched_tokens,
-                                   float(spec.cost_profile_time_s), key=key)
+        log.info("profiling step time vs batch tokens and drafting requests (<= %.0f s)", spec.cost_profile_time_s)
+        table = profile_runner(runner, max_num_batched_tokens, max_num_seqs, float(spec.cost_profile_time_s), key=key)
         table.save_cached(spec.cost_cache_dir)
     return table

@@ -1,8 +1,9 @@
 """Verify-length planners: how many of each request's pending drafts the target checks this step.
 
 Every planner is a pure function of plain data: per-request confidences ``c_{r,1..}`` (the drafter's
-P(d_j accepted | d_1..d_{j-1} accepted)), per-request draft counts, a cost model (``sps(B)``, see
-``cost_model.py``) and the step's non-draft token count B0 (anchors + prefill chunk tokens). It
+P(d_j accepted | d_1..d_{j-1} accepted)), per-request draft counts, a cost model (``sps(B, R)``, see
+``cost_model.py``; R, the requests that draft after the step, is fixed while B varies), and the
+step's non-draft token count B0 (anchors + prefill chunk tokens). It
 returns verify lengths l_r in [0, draft_lengths[r]]; the target then verifies ``[anchor, d_1..d_l]``.
 
 - ``plan_fixed``: l_r = all drafts (or min(k, drafts)).
@@ -105,22 +106,22 @@ def plan_threshold(confidences: Confidences, draft_lengths: Sequence[int], thres
 
 def plan_causal(confidences: Confidences, draft_lengths: Sequence[int], cost: StepRate,
                 num_non_draft_tokens: int, *, base_value: float | None = None,
-                max_num_tokens: int | None = None) -> list[int]:
+                max_num_tokens: int | None = None, num_drafting: int = 0) -> list[int]:
     """DSpark Algorithm 1 with its early stop (module docstring). ``base_value`` is tau0 (default B0);
-    ``max_num_tokens`` caps B (the step's token budget)."""
+    ``max_num_tokens`` caps B (the step's token budget); ``num_drafting`` is R for the cost model."""
     lengths = [0] * len(draft_lengths)
     if num_non_draft_tokens < 1:
         return lengths
     num_tokens = num_non_draft_tokens
     tau = float(num_non_draft_tokens if base_value is None else base_value)
-    best = tau * cost.sps(num_tokens)
+    best = tau * cost.sps(num_tokens, num_drafting)
     for a, j, r in sorted_candidates(confidences, draft_lengths):
         if max_num_tokens is not None and num_tokens + 1 > max_num_tokens:
             break
         assert lengths[r] == j - 1, "sorted order must respect prefixes"
         num_tokens += 1
         tau += a
-        theta = tau * cost.sps(num_tokens)
+        theta = tau * cost.sps(num_tokens, num_drafting)
         if not theta > best:
             break  # the early stop: never look at candidates whose value depends on unverified drafts
         best = theta
@@ -130,20 +131,20 @@ def plan_causal(confidences: Confidences, draft_lengths: Sequence[int], cost: St
 
 def best_budget(confidences: Confidences, draft_lengths: Sequence[int], cost: StepRate,
                 num_non_draft_tokens: int, *, base_value: float | None = None,
-                max_num_tokens: int | None = None) -> int:
+                max_num_tokens: int | None = None, num_drafting: int = 0) -> int:
     """K = argmax_k Theta(k) over the whole sorted path (no early stop; the first maximum on ties).
     Safe only on confidences that do not depend on the drafts being planned (see ``plan_lagged``)."""
     if num_non_draft_tokens < 1:
         return 0
     num_tokens = num_non_draft_tokens
     tau = float(num_non_draft_tokens if base_value is None else base_value)
-    best, best_k = tau * cost.sps(num_tokens), 0
+    best, best_k = tau * cost.sps(num_tokens, num_drafting), 0
     for k, (a, _, _) in enumerate(sorted_candidates(confidences, draft_lengths), start=1):
         if max_num_tokens is not None and num_tokens + 1 > max_num_tokens:
             break
         num_tokens += 1
         tau += a
-        theta = tau * cost.sps(num_tokens)
+        theta = tau * cost.sps(num_tokens, num_drafting)
         if theta > best:
             best, best_k = theta, k
     return best_k
@@ -160,11 +161,11 @@ def plan_top_k(confidences: Confidences, draft_lengths: Sequence[int], k: int) -
 
 def plan_lagged(confidences: Confidences, draft_lengths: Sequence[int], stale_confidences: Confidences,
                 cost: StepRate, num_non_draft_tokens: int, *, base_value: float | None = None,
-                max_num_tokens: int | None = None) -> list[int]:
+                max_num_tokens: int | None = None, num_drafting: int = 0) -> list[int]:
     """Production variant (paper §5.2): K from a global search on ``stale_confidences`` (one list per
     current request, from an earlier step), then top-K by the current survival."""
     k = best_budget(stale_confidences, draft_lengths, cost, num_non_draft_tokens, base_value=base_value,
-                    max_num_tokens=max_num_tokens)
+                    max_num_tokens=max_num_tokens, num_drafting=num_drafting)
     return plan_top_k(confidences, draft_lengths, k)
 
 
@@ -249,7 +250,8 @@ class Planner:
         num_non_draft = len(requests) + num_prefill + sum(fixed[i] for i in missing)
         sub_confs = [confs[i] for i in keep]
         sub_lengths = [draft_lengths[i] for i in keep]
-        kwargs = dict(max_num_tokens=self.max_num_batched_tokens)
+        # every request carrying drafts drafts again after this step whatever it verifies: R is fixed
+        kwargs = dict(max_num_tokens=self.max_num_batched_tokens, num_drafting=len(requests))
         stale = self._stale(requests, keep) if self.mode == "lagged" else None
         if self.mode == "lagged" and stale is None:
             self._fallback("lagged_warmup")

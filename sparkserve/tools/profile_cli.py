@@ -35,6 +35,8 @@ def format_table(table) -> str:
     rows = [f"{'tokens B':>9} {'step ms':>9} {'+/- ms':>8} {'steps/s':>9} {'tokens/s':>10}"]
     for b, t, s in zip(table.buckets, table.step_times_s, table.scales_s):
         rows.append(f"{b:>9d} {t * 1e3:>9.2f} {s * 1e3:>8.2f} {1 / t:>9.1f} {b / t:>10.0f}")
+    for r in table.num_drafting:  # drafting rows: step ms at each B with R requests drafting after it
+        rows.append(f"R={r:<7d} " + " ".join(f"{table.step_time_s(b, r) * 1e3:.2f}" for b in table.buckets))
     return "\n".join(rows)
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from sparkserve.engine.engine import Engine
     from sparkserve.engine.spec_control import cost_key
     from sparkserve.spec_decode.cost_model import CostTable, cache_dir
-    from sparkserve.spec_decode.profile import profile_step_times, runner_step_time
+    from sparkserve.spec_decode.profile import profile_runner
 
     spec = args.speculative_config if args.speculative_config is not None else \
         (demo_speculative_config() if args.model is None else None)
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"no cached table for this setup under {cache_dir(args.cache_dir)}")
             return 1
     else:
-        table = profile_step_times(lambda b: runner_step_time(engine.runner, b, args.max_num_seqs),
-                                   cfg.scheduler.max_num_batched_tokens, args.time_limit, key=key)
+        table = profile_runner(engine.runner, cfg.scheduler.max_num_batched_tokens, args.max_num_seqs,
+                               args.time_limit, key=key)
     print(format_table(table))
     if not args.show and not args.no_save:
         print(f"saved {table.save_cached(args.cache_dir)}")

@@ -46,17 +46,19 @@ def test_drift_observes_the_plans_confidences(tmp_path):
     assert control(tmp_path, proposer(has_confidence=False)).drift is None
 
 
-def test_cost_table_learns_only_from_drafting_steps_and_the_gate_decides(tmp_path):
+def test_cost_table_learns_from_every_step_with_its_drafting_count_and_the_gate_decides(tmp_path):
     ctl = control(tmp_path, verify="causal")
     assert ctl.gate is not None and ctl.verify_planner is ctl.planner and ctl.planner.cost_table is ctl.cost_table
-    plan = StepPlan([decode_seq("a", [7], [0.9])])
-    result = StepResult([SeqResult("a", [7, 9], 1)], step_time_s=0.05)
+    seen = []
+    ctl.cost_table.observe = lambda b, t, r=0: seen.append((b, t, r))
+    plan = StepPlan([decode_seq("a", [7], [0.9]), decode_seq("b", [], [])])
+    result = StepResult([SeqResult("a", [7, 9], 1, next_draft_token_ids=[1, 2]), SeqResult("b", [4])],
+                        step_time_s=0.05)
     plan.draft = False
-    ctl.observe(plan, result)
-    assert ctl.cost_table.num_updates == 0
+    ctl.observe(plan, result)  # drafting off: R = 0
     plan.draft = ctl.decide_draft(plan.num_decoding)
     assert plan.draft  # the gate measures drafting first
-    ctl.observe(plan, result)
-    assert ctl.cost_table.num_updates == 1 and ctl.gate.num_steps == 1
+    ctl.observe(plan, result)  # only "a" drafted after the step: R = 1
+    assert seen == [(3, 0.05, 0), (3, 0.05, 1)] and ctl.gate.num_steps == 1
     assert control(tmp_path, verify="causal", draft_gate=False).gate is None
     assert set(ctl.stats()) == {"planner", "cost_table", "calibration", "draft_gate"}

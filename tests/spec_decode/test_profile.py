@@ -38,3 +38,19 @@ def test_a_small_cache_truncates_the_plan_and_ids_are_dropped():
     assert runner_step_time(runner, 30, max_num_seqs=5, context_len=8) == 0.25
     step, cleanup = runner.plans
     assert not cleanup.seqs and cleanup.finished_request_ids == [s.request_id for s in step.seqs]
+
+
+def test_plans_by_drafting_count():
+    """R = 0: plain decoding (no drafts, drafting off); R > 0: exactly R sampling sequences share the
+    verified drafts (<= gamma each), any prefill beyond that does not sample, and all R draft."""
+    plain = synthetic_plan(make_runner(), 9, max_num_seqs=5, context_len=8, num_drafting=0)
+    assert not plain.draft and plain.num_tokens == 9 and plain.num_decoding == 5
+    assert all(s.num_draft_tokens == 0 for s in plain.seqs) and plain.seqs[-1].sample  # a prompt's last chunk
+    spec = synthetic_plan(make_runner(), 10, max_num_seqs=5, context_len=8, num_drafting=4)
+    assert spec.draft and spec.num_tokens == 10 and [s.num_draft_tokens for s in spec.seqs] == [2, 2, 1, 1]
+    assert all(s.sample and s.num_computed_tokens == 8 for s in spec.seqs)
+    over = synthetic_plan(make_runner(), 20, max_num_seqs=5, context_len=8, num_drafting=2)  # 2 x (1 + 3) + 12
+    assert over.num_tokens == 20 and sum(s.sample for s in over.seqs) == 2 and not over.seqs[-1].sample
+    chunk = over.seqs[-1]
+    assert len(chunk.history_token_ids) == len(chunk.token_ids) + 1  # the prompt goes on past this chunk
+    assert runner_step_time(make_runner(), 6, max_num_seqs=5, num_drafting=3) == 0.25
