@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sparkserve.demo.__main__", "build the embedded demo model from local sources (corpus, tokenizer, LM)"),
     "drafter": ("sparkserve.tools.drafter_cli", "write drafter checkpoints (random init for tests and training)"),
     "train": ("sparkserve.train.cli", "drafter toolchain: regenerate data, fit, calibrate (STS), evaluate"),
-    "profile": ("sparkserve.tools.profile_cli", "measure and cache the step-time curve SPS(B) the verify planner uses"),
+    "profile": ("sparkserve.tools.profile_cli", "measure and cache the step-time table SPS(B, R) the verify planner uses"),
 }
 
 

@@ -70,7 +70,7 @@ class Metrics:
                                    "Decode rounds by verify length (drafts sent to the target)",
                                    ["model_name", "length"], registry=r)
         self._last_spec = SpecEngineStats()
-        self.cost_table_age = gauge("spec_decode_cost_table_age_seconds", "Age of the SPS(B) cost table")
+        self.cost_table_age = gauge("spec_decode_cost_table_age_seconds", "Age of the SPS(B, R) cost table")
         self.cost_table_error = gauge("spec_decode_cost_table_prediction_error",
                                       "Recent mean relative error of predicted step time")
         self.calibration_ece = gauge("spec_decode_calibration_ece", "Confidence calibration error (ECE, window)")

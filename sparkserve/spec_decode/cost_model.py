@@ -121,7 +121,7 @@ class CostTable:
         self.scales_s: list[float] = [max(float(s), min_rel_scale * t) for s, t in
                                       zip(scales_s if scales_s is not None else [0.0] * len(buckets), self.step_times_s)]
         self.extra_scales_s: list[float] = [  # [num_rows] noise scale of drafting steps' t
-            max(float(s), min_rel_scale * e) for s, e in
+            max(float(s), min_rel_scale * (e + self.step_times_s[0])) for s, e in
             zip(drafting_scales_s if drafting_scales_s is not None else [0.0] * len(rows), self.extra_s)]
         self.key = key
         self.learning_rate = learning_rate

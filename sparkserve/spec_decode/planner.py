@@ -12,7 +12,7 @@ returns verify lengths l_r in [0, draft_lengths[r]]; the target then verifies ``
   (r, j) with a > 0 sorted by a descending (ties: lower j, then lower r, so (r, j-1) always comes
   before (r, j): the admitted set is a prefix per request); admit greedily tracking
   B = B0 + #admitted and tau = tau0 + sum of admitted a; stop at the **first** candidate that does not
-  increase Theta = tau * SPS(B).
+  increase Theta = tau * SPS(B, R).
 - ``plan_lagged``: the paper's production variant (§5.2): the number K of draft tokens to verify
   comes from a *global* search (no early stop) along the sorted path of *stale* confidences (those of
   an earlier step), then the top-K candidates by *current* survival are admitted.

@@ -1,4 +1,4 @@
-"""``sparkserve profile``: measure the step-time curve t(B) the verify planners plan with, print it,
+"""``sparkserve profile``: measure the step-time table t(B, R) the verify planners plan with, print it,
 and save it where the engine looks for it (so the next ``sparkserve launch`` with the same model,
 drafter, dtype, backend, hardware and token budget starts without profiling).
 
