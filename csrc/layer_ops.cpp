@@ -66,26 +66,21 @@ inline void scale_rows(const T* x, const T* w, float r, T* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) store(out, i, load(w, i) * round_to(load(x, i) * r, out));
 }
 
-// exp(x) to about 2 ulp, written so the compiler vectorises it (Cephes polynomial, round-to-nearest by the
-// 1.5 * 2^23 trick, 2^n assembled in the exponent bits).
+// exp(x) to about 2 ulp, written so the compiler vectorises it: Cephes' polynomial in fused multiply-adds,
+// round-to-nearest by the 1.5 * 2^23 trick, 2^n assembled in the exponent bits.
 inline float exp_approx(float x) {
   x = x < -87.3f ? -87.3f : x;
   x = x > 88.3f ? 88.3f : x;
-  float t = x * 1.44269504088896341f;
-  float n = (t + 12582912.f) - 12582912.f;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const float r = __builtin_fmaf(n, 2.12194440e-4f, __builtin_fmaf(n, -0.693359375f, x));
   float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, 4);
-  return p * scale;
+  p = __builtin_fmaf(p, r, 1.3981999507e-3f);
+  p = __builtin_fmaf(p, r, 8.3334519073e-3f);
+  p = __builtin_fmaf(p, r, 4.1665795894e-2f);
+  p = __builtin_fmaf(p, r, 1.6666665459e-1f);
+  p = __builtin_fmaf(p, r, 5.0000001201e-1f);
+  p = __builtin_fmaf(p, r * r, r) + 1.f;
+  return p * float_of(static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23);
 }
 
 void check_cpu(const at::Tensor& t, const char* name) {
