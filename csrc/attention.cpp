@@ -21,8 +21,6 @@
 // intra-op threads (longest first, dynamic) when the step has enough work to pay for waking them.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -35,43 +33,15 @@
 #include <type_traits>
 #include <vector>
 
-namespace sparkserve_attention {
+#include "attention_simd.h"
 
-using bf16 = c10::BFloat16;
-using f16 = c10::Half;
+namespace sparkserve_attention {
 
 constexpr int kKeyTile = 32;            // keys per online-softmax update
 constexpr int kRowsPerJob = 64;         // query rows x group heads in one job (at least one query row)
 constexpr int64_t kParallelMinMacs = 1 << 18;  // below this a step runs on the calling thread
 
-inline float to_f32(float x) { return x; }
-inline float to_f32(bf16 x) {
-  uint32_t u = static_cast<uint32_t>(x.x) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-inline float to_f32(f16 x) { return static_cast<float>(x); }
 template <typename T> inline T from_f32(float x) { return static_cast<T>(x); }
-
-// exp(x) for x <= 0 (a score minus its row maximum); Cephes' expf split and polynomial, ~1 ulp,
-// written so that the compiler vectorises it inside a simd loop. Flushes x < -87 to 2^-125.
-inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
-}
 
 // One job: query rows row0.. of one sequence against one kv head.
 struct Job {
@@ -123,12 +93,8 @@ void attend_tile(const KT* k, const KT* v, int64_t k_stride, int64_t v_stride, i
     kp = k, vp = v, ks = k_stride, vs = v_stride;
   } else {
     for (int t = 0; t < n; ++t) {
-      const KT* kr = k + t * k_stride;
-      const KT* vr = v + t * v_stride;
-      float* kb = w.kbuf.data() + t * D;
-      float* vb = w.vbuf.data() + t * D;
-#pragma omp simd
-      for (int d = 0; d < D; ++d) kb[d] = to_f32(kr[d]), vb[d] = to_f32(vr[d]);
+      row_to_f32(k + t * k_stride, w.kbuf.data() + t * D, D);
+      row_to_f32(v + t * v_stride, w.vbuf.data() + t * D, D);
     }
     kp = w.kbuf.data(), vp = w.vbuf.data(), ks = D, vs = D;
   }
@@ -137,40 +103,15 @@ void attend_tile(const KT* k, const KT* v, int64_t k_stride, int64_t v_stride, i
     const int t0 = std::max(w.lo[m] - pos0, 0);
     const int t1 = w.hi[m] - pos0 >= n ? n : w.hi[m] - pos0 + 1;
     if (t0 >= t1) continue;
-    const float* qm = w.q.data() + m * D;
-    float tile_max = -std::numeric_limits<float>::infinity();
-    for (int t = t0; t < t1; ++t) {
-      const float* kr = kp + t * ks;
-      float dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-      for (int d = 0; d < D; ++d) dot += qm[d] * kr[d];
-      s[t] = dot;
-      tile_max = std::max(tile_max, dot);
-    }
+    const float tile_max = score_row<kD>(w.q.data() + m * D, kp, ks, t0, t1, s, D);
     const float m_old = w.mx[m];
     const float m_new = std::max(m_old, tile_max);
-    float tile_sum = 0.f;
-#pragma omp simd reduction(+ : tile_sum)
-    for (int t = t0; t < t1; ++t) {
-      const float e = exp_nonpositive(s[t] - m_new);
-      s[t] = e;
-      tile_sum += e;
-    }
-    float* a = w.acc.data() + m * D;
-    if (m_new > m_old) {  // rescale what earlier tiles accumulated (nothing yet: m_old = -inf, sum 0)
-      const float alpha = m_old == -std::numeric_limits<float>::infinity() ? 0.f : exp_nonpositive(m_old - m_new);
-      w.sum[m] *= alpha;
-#pragma omp simd
-      for (int d = 0; d < D; ++d) a[d] *= alpha;
-      w.mx[m] = m_new;
-    }
-    w.sum[m] += tile_sum;
-    for (int t = t0; t < t1; ++t) {
-      const float pt = s[t];
-      const float* vr = vp + t * vs;
-#pragma omp simd
-      for (int d = 0; d < D; ++d) a[d] += pt * vr[d];
-    }
+    // rescale what earlier tiles accumulated (nothing yet when m_old = -inf: sum and acc are 0)
+    const float alpha = m_new > m_old && m_old != -std::numeric_limits<float>::infinity()
+                            ? exp_nonpositive(m_old - m_new) : 1.f;
+    w.mx[m] = m_new;
+    w.sum[m] = w.sum[m] * alpha + exp_row(s, t0, t1, m_new);
+    accumulate_row<kD>(w.acc.data() + m * D, alpha, s, vp, vs, t0, t1, D);
   }
 }
 
@@ -189,8 +130,8 @@ void run_job(const Problem& p, const Job& job, Rows<kD>& w) {
       const int m = i * G + g;
       const QT* src = q + job.q_off + i * p.q_row_stride + g * p.q_head_stride;
       float* dst = w.q.data() + m * D;
-#pragma omp simd
-      for (int d = 0; d < D; ++d) dst[d] = to_f32(src[d]) * p.scale;
+      row_to_f32(src, dst, D);
+      for (int d = 0; d < D; ++d) dst[d] *= p.scale;
       std::fill_n(w.acc.data() + m * D, D, 0.f);
       w.mx[m] = -std::numeric_limits<float>::infinity();
       w.sum[m] = 0.f;

@@ -74,6 +74,14 @@ def test_block_sizes(block_size):
     torch.testing.assert_close(out, run(TorchBackend(), batch, q, k, v, caches)[0], **TOL[torch.float32])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_head_dim_without_a_vector_kernel(dtype):
+    """head_dim 24: the portable loops (the vector kernels are built for head_dim 32, 64 and 128)."""
+    batch, q, k, v, caches = paged_step(MIXED, 16, (8, 2), 24, dtype, seed=7)
+    want = run(TorchBackend(), batch, q.float(), k.float(), v.float(), [c.float() for c in caches])[0]
+    torch.testing.assert_close(run(CpuNativeBackend(), batch, q, k, v, caches)[0].float(), want, **TOL[dtype])
+
+
 def test_fp16_and_fp32_over_bf16_cache():
     batch, q, k, v, caches = paged_step(MIXED, 16, (8, 2), 64, torch.float16, seed=2)
     want = run(TorchBackend(), batch, q.float(), k.float(), v.float(), [c.float() for c in caches])[0]
