@@ -1,7 +1,8 @@
 // Fused small ops of a decoder layer (inference only, no autograd), fp32 and bf16 in/out, fp32 math:
 //   layer_rms_norm        out = cast(w * cast(x * rsqrt(mean(x^2) + eps)))
 //   layer_add_rms_norm    s = cast(x + delta); (s, rms_norm(s))
-//   layer_qk_norm_rope    per-head RMSNorm of q and k (optional) then neox RoPE, read from the fused qkv rows
+//   layer_qk_norm_rope    per-head RMSNorm of q and k (optional) then neox RoPE, read from the fused qkv rows;
+//                         returns fresh q [T, Hq, D], k [T, Hk, D] and v [T, Hk, D] as a view of qkv
 //   layer_silu_and_mul    cast(cast(silu(gate)) * up) over the fused [gate | up] rows
 // "cast" rounds to the tensor dtype (identity in fp32), in the same places as the torch references
 // (sparkserve/layers/norm.py, rotary.py, models/decoder.py), so results are bit-identical to them except for the
@@ -167,7 +168,7 @@ inline void norm_rope_head(const T* x, const T* w, float eps, const float* cos, 
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& qkv, const at::Tensor& positions_in,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& qkv, const at::Tensor& positions_in,
                                                 const at::Tensor& cos_in, const at::Tensor& sin_in,
                                                 const c10::optional<at::Tensor>& q_weight_in,
                                                 const c10::optional<at::Tensor>& k_weight_in, int64_t num_q_heads,
@@ -216,7 +217,8 @@ std::tuple<at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& qkv, const at:
       }
     });
   });
-  return {q, k};
+  at::Tensor v = qkv.narrow(1, (num_q_heads + num_kv_heads) * d, num_kv_heads * d).view({t, num_kv_heads, d});
+  return {q, k, v};
 }
 
 at::Tensor silu_and_mul(const at::Tensor& gate_up_in) {
@@ -254,8 +256,8 @@ TORCH_LIBRARY_FRAGMENT(sparkserve, m) {
   m.def("layer_rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("layer_add_rms_norm(Tensor x, Tensor delta, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def(
-      "layer_qk_norm_rope(Tensor qkv, Tensor positions, Tensor cos, Tensor sin, Tensor? q_weight, "
-      "Tensor? k_weight, int num_q_heads, int num_kv_heads, float eps) -> (Tensor, Tensor)");
+      "layer_qk_norm_rope(Tensor(a) qkv, Tensor positions, Tensor cos, Tensor sin, Tensor? q_weight, "
+      "Tensor? k_weight, int num_q_heads, int num_kv_heads, float eps) -> (Tensor, Tensor, Tensor(a))");
   m.def("layer_silu_and_mul(Tensor gate_up) -> Tensor");
 }
 

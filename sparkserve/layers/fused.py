@@ -41,9 +41,8 @@ def qkv_norm_rope(attn, qkv: torch.Tensor, positions: torch.Tensor, rotary) -> t
     weights = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else ()
     if qkv.dim() == 2 and rotary.cos.dtype == torch.float32 and use_native(qkv, *weights):
         eps = attn.q_norm.eps if attn.qk_norm else 0.0
-        q, k = torch.ops.sparkserve.layer_qk_norm_rope(qkv, positions, rotary.cos, rotary.sin,
-                                                       *(weights or (None, None)), hq, hk, eps)
-        return q, k, qkv[:, (hq + hk) * d:].unflatten(-1, (hk, d))
+        return torch.ops.sparkserve.layer_qk_norm_rope(qkv, positions, rotary.cos, rotary.sin,
+                                                      *(weights or (None, None)), hq, hk, eps)
     q, k, v = qkv.split([hq * d, hk * d, hk * d], dim=-1)
     q, k, v = q.reshape(t, hq, d), k.reshape(t, hk, d), v.reshape(t, hk, d)
     if attn.qk_norm:
