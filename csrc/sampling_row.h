@@ -27,11 +27,11 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // exp(x) for x <= 0 (Cody-Waite reduction, Cephes' degree-6 polynomial, ~1 ulp); 0 below the
 // smallest normal result and for -inf. Branch-free, so loops over it vectorise.
-inline float exp_nonpositive(float x) {
+__attribute__((always_inline)) inline float exp_nonpositive(float x) {
   const float lo = -87.3365447505531f;
   float xc = std::max(x, lo);
   xc = std::min(xc, 0.0f);
-  float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float n = std::nearbyint(xc * 1.44269504088896341f);  // (floor would not vectorise)
   float r = xc - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -48,7 +48,15 @@ inline float exp_nonpositive(float x) {
 }
 
 inline void exp_inplace(float* x, int64_t n) {
+#pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i]);
+}
+
+inline double sum_f32(const float* x, int64_t n) {  // fp64 accumulation, vectorised (any order)
+  double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]);
+  return sum;
 }
 
 struct RowParams {
@@ -64,6 +72,7 @@ struct RowParams {
 struct Scratch {
   std::vector<float> z, cz, ce, prob, heap;
   std::vector<int32_t> idx;
+  std::vector<double> hist;
   int64_t n = 0;
   void reserve(int64_t vocab) {
     if (static_cast<int64_t>(z.size()) < vocab) {
@@ -72,15 +81,47 @@ struct Scratch {
   }
 };
 
+// max of x[0..n) (n >= 1) as floats; 16 independent lanes, so it vectorises without -ffast-math.
+template <typename T>
+inline float max_f32(const T* x, int64_t n) {
+  constexpr int kLanes = 16;
+  float acc[kLanes];
+  for (int j = 0; j < kLanes; ++j) acc[j] = kNegInf;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      const float v = static_cast<float>(x[i + j]);
+      acc[j] = v > acc[j] ? v : acc[j];
+    }
+  }
+  float m = kNegInf;
+  for (; i < n; ++i) m = std::max(m, static_cast<float>(x[i]));
+  for (int j = 0; j < kLanes; ++j) m = std::max(m, acc[j]);
+  return m;
+}
+
 template <typename T>
 inline int64_t argmax_row(const T* row, int64_t vocab) {  // first index of the max, like torch.argmax
+  const float best_v = max_f32(row, vocab);
   int64_t best = 0;
-  float best_v = static_cast<float>(row[0]);
-  for (int64_t i = 1; i < vocab; ++i) {
-    float v = static_cast<float>(row[i]);
-    if (v > best_v) { best_v = v; best = i; }
-  }
+  while (best + 1 < vocab && !(static_cast<float>(row[best]) == best_v)) ++best;
   return best;
+}
+
+// f(i) for every i with z[i] >= thresh, ascending; 32-wide blocks below thresh are skipped.
+template <typename F>
+inline void for_each_at_least(const float* z, int64_t vocab, float thresh, F&& f) {
+  constexpr int64_t kBlock = 32;
+  int64_t i = 0;
+  for (; i + kBlock <= vocab; i += kBlock) {
+    if (!(max_f32(z + i, kBlock) >= thresh)) continue;
+    for (int64_t j = i; j < i + kBlock; ++j) {
+      if (z[j] >= thresh) f(j);
+    }
+  }
+  for (; i < vocab; ++i) {
+    if (z[i] >= thresh) f(i);
+  }
 }
 
 // The k-th largest of z[0..V) (1 <= k < V): a min-heap of the k largest, skipping 16-wide blocks
@@ -93,19 +134,22 @@ inline float kth_largest(const float* z, int64_t vocab, int64_t k, std::vector<f
   }
   buf.assign(z, z + k);
   std::make_heap(buf.begin(), buf.end(), std::greater<float>());
-  int64_t i = k;
-  for (; i < vocab; ++i) {
-    if (i % 16 == 0 && i + 16 <= vocab) {
-      float block_max = z[i];
-      for (int j = 1; j < 16; ++j) block_max = std::max(block_max, z[i + j]);
-      if (!(block_max > buf.front())) { i += 15; continue; }
-    }
-    if (z[i] > buf.front()) {
+  auto offer = [&](float v) {
+    if (v > buf.front()) {
       std::pop_heap(buf.begin(), buf.end(), std::greater<float>());
-      buf.back() = z[i];
+      buf.back() = v;
       std::push_heap(buf.begin(), buf.end(), std::greater<float>());
     }
+  };
+  constexpr int64_t kBlock = 32;
+  int64_t i = k;
+  for (; i < vocab && i % kBlock != 0; ++i) offer(z[i]);
+  for (; i + kBlock <= vocab; i += kBlock) {
+    if (max_f32(z + i, kBlock) > buf.front()) {
+      for (int64_t j = 0; j < kBlock; ++j) offer(z[i + j]);
+    }
   }
+  for (; i < vocab; ++i) offer(z[i]);
   return buf.front();
 }
 
@@ -141,6 +185,31 @@ inline float top_p_cut(float* cz, float* ce, int64_t m, double target, float zma
   return best;
 }
 
+// top_p_cut over many candidates: bucket the masses by the top bits of d = zmax - z (a non-negative
+// float, so its bit pattern is monotone in d and the buckets are ordered z-intervals), find the
+// bucket holding the cut from the mass above each bucket, and select only inside it.
+inline float top_p_cut_bucketed(float* cz, float* ce, int64_t m, double target, float zmax,
+                                std::vector<double>& hist) {
+  constexpr int kShift = 19;  // 8 exponent + 4 mantissa bits: 16 buckets per octave of d
+  constexpr int64_t kBuckets = (0x7F800000 >> kShift) + 1;  // up to d = +inf (z = -inf)
+  auto bucket = [&](float z) {
+    const float d = zmax - z;
+    uint32_t bits;
+    std::memcpy(&bits, &d, sizeof(bits));
+    return std::min<int64_t>(bits >> kShift, kBuckets - 1);
+  };
+  hist.assign(kBuckets, 0.0);
+  for (int64_t j = 0; j < m; ++j) hist[bucket(cz[j])] += ce[j];
+  double above = 0.0;  // mass of the buckets above (larger z than) b
+  int64_t b = 0;
+  while (b < kBuckets - 1 && above + hist[b] < target) above += hist[b++];  // the cut lies in bucket b
+  int64_t n = 0;
+  for (int64_t j = 0; j < m; ++j) {
+    if (bucket(cz[j]) == b) { cz[n] = cz[j]; ce[n] = ce[j]; ++n; }
+  }
+  return top_p_cut(cz, ce, n, target - above, zmax);
+}
+
 // The processed distribution of one row into s.idx / s.prob / s.n (module comment).
 template <typename T>
 inline void process_row(const T* logits, int64_t vocab, const RowParams& prm, Scratch& s) {
@@ -153,39 +222,37 @@ inline void process_row(const T* logits, int64_t vocab, const RowParams& prm, Sc
   }
   float* z = s.z.data();
   const float temp = prm.temperature;
-  float zmax = kNegInf;
-  for (int64_t i = 0; i < vocab; ++i) {
-    z[i] = static_cast<float>(logits[i]) / temp;
-    zmax = std::max(zmax, z[i]);
-  }
+#pragma omp simd
+  for (int64_t i = 0; i < vocab; ++i) z[i] = static_cast<float>(logits[i]) / temp;
+  const float zmax = max_f32(z, vocab);
   float thresh = kNegInf;
   if (prm.top_k > 0 && prm.top_k < vocab) thresh = kth_largest(z, vocab, prm.top_k, s.heap);
   if (prm.top_p < 1.0f) {
     float* cz = s.cz.data();
     float* ce = s.ce.data();
     int64_t m = 0;
-    for (int64_t i = 0; i < vocab; ++i) {
-      if (z[i] >= thresh) { cz[m] = z[i]; ce[m] = z[i] - zmax; ++m; }
-    }
+    for_each_at_least(z, vocab, thresh, [&](int64_t i) { cz[m] = z[i]; ce[m] = z[i] - zmax; ++m; });
     exp_inplace(ce, m);
-    double total = 0.0;
-    for (int64_t j = 0; j < m; ++j) total += ce[j];
+    const double total = sum_f32(ce, m);
     const float bound = prm.top_p - kTopPTol;
-    thresh = std::max(thresh, top_p_cut(cz, ce, m, static_cast<double>(bound) * total, zmax));
+    const double target = static_cast<double>(bound) * total;
+    const float cut = m > 512 ? top_p_cut_bucketed(cz, ce, m, target, zmax, s.hist)
+                              : top_p_cut(cz, ce, m, target, zmax);
+    thresh = std::max(thresh, cut);
   }
   const float log_min_p = prm.min_p > 0.0f ? std::log(prm.min_p) : kNegInf;
   float* arg = s.prob.data();
   int32_t* idx = s.idx.data();
   int64_t n = 0;
-  for (int64_t i = 0; i < vocab; ++i) {
+  for_each_at_least(z, vocab, thresh, [&](int64_t i) {
     const float shifted = z[i] - zmax;
-    if (z[i] >= thresh && shifted >= log_min_p) { idx[n] = static_cast<int32_t>(i); arg[n] = shifted; ++n; }
-  }
+    if (shifted >= log_min_p) { idx[n] = static_cast<int32_t>(i); arg[n] = shifted; ++n; }
+  });
   float* e = s.ce.data();
+#pragma omp simd
   for (int64_t j = 0; j < n; ++j) e[j] = exp_nonpositive(arg[j]);
-  double sum = 0.0;
-  for (int64_t j = 0; j < n; ++j) sum += e[j];
-  const float log_sum = std::log(static_cast<float>(sum));
+  const float log_sum = std::log(static_cast<float>(sum_f32(e, n)));
+#pragma omp simd
   for (int64_t j = 0; j < n; ++j) arg[j] = exp_nonpositive(arg[j] - log_sum);
   s.n = n;
 }
