@@ -10,6 +10,9 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -81,22 +84,29 @@ struct Scratch {
   }
 };
 
-// max of x[0..n) (n >= 1) as floats; 16 independent lanes, so it vectorises without -ffast-math.
-template <typename T>
-inline float max_f32(const T* x, int64_t n) {
-  constexpr int kLanes = 16;
-  float acc[kLanes];
-  for (int j = 0; j < kLanes; ++j) acc[j] = kNegInf;
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      const float v = static_cast<float>(x[i + j]);
-      acc[j] = v > acc[j] ? v : acc[j];
-    }
-  }
+// max of x[0..n) as floats (-inf when n = 0), AVX-512 / AVX2 where compiled for, NaNs ignored.
+inline float max_f32(const float* x, int64_t n) {
   float m = kNegInf;
-  for (; i < n; ++i) m = std::max(m, static_cast<float>(x[i]));
-  for (int j = 0; j < kLanes; ++j) m = std::max(m, acc[j]);
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_set1_ps(kNegInf);
+  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
+  m = _mm512_reduce_max_ps(acc);
+#elif defined(__AVX2__)
+  __m256 acc = _mm256_set1_ps(kNegInf);
+  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + i));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  for (float v : lanes) m = std::max(m, v);
+#endif
+  for (; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+template <typename T>
+inline float max_f32(const T* x, int64_t n) {  // bf16 / fp16 rows
+  float m = kNegInf;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<float>(x[i]));
   return m;
 }
 
