@@ -195,11 +195,12 @@ class CostTable:
             self._errors[kind].append(error)
         # a plain step teaches t(B, 0) (and so every R), a drafting step only what drafting adds
         weights = self._row_weights(num_drafting)
-        if weights:
-            values, scales, floor = self.extra_s, self.extra_scales_s, 0.0
-        else:
+        plain = not weights
+        if plain:
             values, scales, floor = self.step_times_s, self.scales_s, _MIN_TIME_S
             weights = segment_weights(self.buckets, num_tokens)
+        else:
+            values, scales, floor = self.extra_s, self.extra_scales_s, 0.0
         weights = [(i, w) for i, w in weights if w > 0.0]
         residual = step_time_s - predicted
         scale = sum(w * scales[i] for i, w in weights)
@@ -210,7 +211,7 @@ class CostTable:
         for i, w in weights:
             values[i] = max(values[i] + self.learning_rate * w / norm * clipped, floor)
             scales[i] += self.scale_rate * w / w_max * (target - scales[i])
-            scales[i] = max(scales[i], self.min_rel_scale * (values[i] if floor else predicted))
+            scales[i] = max(scales[i], self.min_rel_scale * (values[i] if plain else predicted))
         self.num_updates += 1
         self.updated_at = self.clock()
 
