@@ -75,10 +75,12 @@ inline void visible_range(const Problem& p, int pos, int& lo, int& hi) {
 template <int kD>
 struct Rows {
   // Per-worker scratch: the job's scaled queries, accumulators and running max / sum, one key tile.
+  // s (one row's scores over a tile) has room for a whole 8-wide vector group past the tile's end:
+  // the vector loops store full groups.
   std::vector<float> q, acc, mx, sum, s, kbuf, vbuf;
   std::vector<int> lo, hi;
   explicit Rows(int D)
-      : q(kRowsPerJob * D), acc(kRowsPerJob * D), mx(kRowsPerJob), sum(kRowsPerJob), s(kKeyTile),
+      : q(kRowsPerJob * D), acc(kRowsPerJob * D), mx(kRowsPerJob), sum(kRowsPerJob), s(kKeyTile + 8),
         kbuf(kKeyTile * D), vbuf(kKeyTile * D), lo(kRowsPerJob), hi(kRowsPerJob) {}
 };
 
