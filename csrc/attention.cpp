@@ -79,9 +79,10 @@ struct Rows {
   // the vector loops store full groups.
   std::vector<float> q, acc, mx, sum, s, kbuf, vbuf;
   std::vector<int> lo, hi;
-  explicit Rows(int D)
-      : q(kRowsPerJob * D), acc(kRowsPerJob * D), mx(kRowsPerJob), sum(kRowsPerJob), s(kKeyTile + 8),
-        kbuf(kKeyTile * D), vbuf(kKeyTile * D), lo(kRowsPerJob), hi(kRowsPerJob) {}
+  // rows: the most a job has, max(kRowsPerJob, group) (a job holds at least one query row's group).
+  Rows(int D, int rows)
+      : q(rows * D), acc(rows * D), mx(rows), sum(rows), s(kKeyTile + 8), kbuf(kKeyTile * D), vbuf(kKeyTile * D),
+        lo(rows), hi(rows) {}
 };
 
 // Fold keys [pos0, pos0+n) (rows at k/v with the given row strides) into every job row.
@@ -179,7 +180,7 @@ void run_jobs(const Problem& p, std::vector<Job>& jobs) {
   for (const Job& j : jobs) total += j.cost;
   const int threads = at::get_num_threads();
   if (threads <= 1 || jobs.size() <= 1 || total < kParallelMinMacs || at::in_parallel_region()) {
-    Rows<kD> w(p.head_dim);
+    Rows<kD> w(p.head_dim, std::max(kRowsPerJob, p.group));
     for (const Job& j : jobs) run_job<kD, CT, QT>(p, j, w);
     return;
   }
@@ -187,7 +188,7 @@ void run_jobs(const Problem& p, std::vector<Job>& jobs) {
   std::atomic<size_t> next{0};
   const int64_t workers = std::min<int64_t>(threads, static_cast<int64_t>(jobs.size()));
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    Rows<kD> w(p.head_dim);
+    Rows<kD> w(p.head_dim, std::max(kRowsPerJob, p.group));
     for (size_t i = next.fetch_add(1); i < jobs.size(); i = next.fetch_add(1)) run_job<kD, CT, QT>(p, jobs[i], w);
   });
 }

@@ -67,6 +67,13 @@ def test_mixed_step_matches_torch(heads, head_dim, dtype):
         assert (out.float() - want).abs().max() <= 1.5 * (ref_low - want).abs().max() + 1e-6
 
 
+def test_kv_head_groups_wider_than_a_job():
+    """80 q heads on one kv head: a job (one query row's group at least) outgrows the usual 64 rows."""
+    batch, q, k, v, caches = paged_step([(1, 20), (3, 9)], 16, (80, 1), 32, torch.float32, seed=8)
+    torch.testing.assert_close(run(CpuNativeBackend(), batch, q, k, v, caches)[0],
+                               run(TorchBackend(), batch, q, k, v, caches)[0], **TOL[torch.float32])
+
+
 @pytest.mark.parametrize("block_size", [1, 4, 64])
 def test_block_sizes(block_size):
     batch, q, k, v, caches = paged_step(MIXED, block_size, (8, 2), 32, torch.float32, seed=1)
