@@ -64,7 +64,7 @@ def test_processed_probs_match_reference(dtype, vocab):
 @pytest.mark.parametrize("dtype,vocab", CASES)
 def test_draws_match_reference_given_uniforms(dtype, vocab):
     logits = _logits(vocab, dtype, seed=vocab + 1)
-    reps = 64
+    reps = 16
     params = [p.repeat(reps) for p in _params(logits.shape[0])]
     batch = logits.repeat(reps, 1)  # [N * reps, V]
     uniforms = torch.rand(batch.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(5))
