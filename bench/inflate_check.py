@@ -10,9 +10,10 @@ chat template, as bench/concurrency_sweep.py sends them):
 1. greedy outputs (``--max-tokens`` each) of the demo target and of the inflated target: the share
    of prompts whose token ids are identical (goal >= 95%); for each that differs, where it first
    differs and the demo target's top-2 logprob gap there (a near-tie if small);
-2. per drafter, greedy speculative decoding with every draft verified (``verify: fixed``, so no
-   timing-driven planner changes the rounds): the mean acceptance length (emitted tokens per round,
-   as bench/load.py counts it) with the original pair and with the inflated pair (goal: within 2%).
+2. per drafter, speculative decoding with every draft verified (``verify: fixed``, so no
+   timing-driven planner changes the rounds), greedy or at ``--temperature`` (request i seeded with
+   i): the mean acceptance length (emitted tokens per round, as bench/load.py counts it) with the
+   original pair and with the inflated pair (goal: within 2%).
 
 Prints both tables and writes ``check.json``.
 """
@@ -76,12 +77,14 @@ def compare_greedy(demo: str, wide: str, prompts: list[str], max_tokens: int, th
             "tokens": sum(len(o.outputs[0].token_ids) for o in small)}
 
 
-def acceptance(model: str, drafter: str, prompts: list[str], max_tokens: int, gamma: int, threads) -> dict:
+def acceptance(model: str, drafter: str, prompts: list[str], max_tokens: int, gamma: int, temperature: float,
+               threads) -> dict:
     from sparkserve import SamplingParams
 
     spec = {"method": os.path.basename(drafter), "model": drafter, "num_speculative_tokens": gamma,
             "verify": "fixed"}
-    outs, seconds = generate(model, prompts, SamplingParams(temperature=0.0, max_tokens=max_tokens), spec, threads)
+    params = [SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=i) for i in range(len(prompts))]
+    outs, seconds = generate(model, prompts, params, spec, threads)
     rounds = sum(o.spec_decode.num_rounds for o in outs)
     emitted = sum(o.spec_decode.num_emitted_tokens for o in outs)
     return {"tau": emitted / rounds if rounds else 0.0, "rounds": rounds, "emitted": emitted, "seconds": seconds,
@@ -96,6 +99,8 @@ def main(argv=None) -> None:
     ap.add_argument("--spec-per-set", type=int, default=32, help="acceptance comparison: prompts per set")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--gamma", type=int, default=7)
+    ap.add_argument("--temperature", type=float, default=0.0, help="acceptance comparison (greedy: 0)")
+    ap.add_argument("--skip-greedy", action="store_true", help="only the acceptance comparison")
     ap.add_argument("--methods", nargs="+", default=["dspark", "dflash", "eagle3"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="bench/results/inflate_check")
@@ -108,33 +113,41 @@ def main(argv=None) -> None:
     if not os.path.exists(os.path.join(args.inflated, "config.json")):
         print(json.dumps(inflate(demo, args.inflated, args.width), indent=2), flush=True)
     tokenizer = Tokenizer(demo)
-    report = {"inflated": args.inflated, "max_tokens": args.max_tokens}
+    report = {"inflated": args.inflated, "max_tokens": args.max_tokens, "temperature": args.temperature}
+    if not args.skip_greedy:
+        report["greedy"] = report_greedy(demo, args, tokenizer)
+    report["acceptance"] = report_acceptance(demo, args, tokenizer)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "check.json"), "w") as f:
+        json.dump(report, f, indent=2)
 
-    greedy = compare_greedy(demo, args.inflated, chat_prompts(tokenizer, args.per_set), args.max_tokens,
-                            args.threads)
-    report["greedy"] = greedy
-    gaps = sorted(d["top2_gap"] for d in greedy["differences"] if d["top2_gap"] is not None)
-    print_table(["prompts", "identical", "share", "max top-2 gap at a difference", "demo s", "inflated s"],
-                [[greedy["num_prompts"], greedy["identical"], greedy["identical_share"], gaps[-1] if gaps else "-",
-                  greedy["demo_s"], greedy["inflated_s"]]])
 
+def report_acceptance(demo: str, args, tokenizer) -> dict:
     spec_prompts = chat_prompts(tokenizer, args.spec_per_set)
-    rows, report["acceptance"] = [], {}
+    rows, result = [], {}
     for method in args.methods:
         pair = {}
         for name, target in (("demo", demo), ("inflated", args.inflated)):
             pair[name] = acceptance(target, os.path.join(target, "drafters", method), spec_prompts,
-                                    args.max_tokens, args.gamma, args.threads)
+                                    args.max_tokens, args.gamma, args.temperature, args.threads)
             print(f"{method} {name}: tau {pair[name]['tau']:.4f} ({pair[name]['seconds']:.0f} s)", flush=True)
         same = sum(a == b for a, b in zip(pair["demo"].pop("token_ids"), pair["inflated"].pop("token_ids")))
         ratio = pair["inflated"]["tau"] / pair["demo"]["tau"]
-        report["acceptance"][method] = {**pair, "ratio": ratio, "identical_outputs": same}
-        rows.append([method, len(spec_prompts), pair["demo"]["tau"], pair["inflated"]["tau"], ratio,
-                     f"{same}/{len(spec_prompts)}"])
+        result[method] = {**pair, "ratio": ratio, "identical_outputs": same}
+        rows.append([method, len(spec_prompts), f"{pair['demo']['tau']:.4f}", f"{pair['inflated']['tau']:.4f}",
+                     f"{ratio:.4f}", f"{same}/{len(spec_prompts)}"])
     print_table(["drafter", "prompts", "tau demo", "tau inflated", "ratio", "identical outputs"], rows)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "check.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    return result
+
+
+def report_greedy(demo: str, args, tokenizer) -> dict:
+    greedy = compare_greedy(demo, args.inflated, chat_prompts(tokenizer, args.per_set), args.max_tokens,
+                            args.threads)
+    gaps = sorted(d["top2_gap"] for d in greedy["differences"] if d["top2_gap"] is not None)
+    print_table(["prompts", "identical", "share", "max top-2 gap at a difference", "demo s", "inflated s"],
+                [[greedy["num_prompts"], greedy["identical"], f"{greedy['identical_share']:.4f}",
+                  gaps[-1] if gaps else "-", greedy["demo_s"], greedy["inflated_s"]]])
+    return greedy
 
 
 if __name__ == "__main__":

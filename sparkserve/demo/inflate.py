@@ -21,7 +21,8 @@ inflated model is ``tile(x)`` wherever the original's is ``x``. Per tensor (weig
 - the Markov rank, its tables ``markov_w1``/``markov_w2`` and every head output (logits, gate, state,
   confidence) are unchanged. lm_head is written untied (it reads, the embedding writes).
 
-W a power of two divides exactly; the sums differ from the original's only by fp32 rounding order.
+W a power of two divides exactly (any W in fp32 to 1 ulp); the inflated sums differ from the original's only
+in fp32 rounding order, so greedy outputs agree but for near-ties (bench/inflate_check.py).
 """
 from __future__ import annotations
 
@@ -118,7 +119,9 @@ def _read_json(path: str) -> dict:
 
 def _write(out_dir: str, cfg: dict, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    save_file(state, os.path.join(out_dir, "model.safetensors"), metadata={**metadata, "format": "pt"})
+    file = os.path.join(out_dir, "model.safetensors")
+    save_file(state, file, metadata={**metadata, "format": "pt"})
+    os.chmod(file, 0o644)  # save_file creates it private; the originals are readable
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=2, sort_keys=True)
 
@@ -166,7 +169,7 @@ def drafter_dirs(src: str) -> dict[str, str]:
 
 def inflate(src: str, out: str, width: int, dtype: torch.dtype = torch.float32) -> dict:
     """The target at ``src`` and its drafters (``src/drafters/*``) widened into ``out`` (same layout).
-    Returns a report: parameter counts and the files written."""
+    Returns (and writes to ``out/inflation.json``) a report: source, width, sizes."""
     if os.path.realpath(out) == os.path.realpath(src):
         raise ValueError(f"--out {out!r} is the source model directory; pick a new directory")
     target_cfg = inflate_model(src, out, width, dtype)
@@ -184,4 +187,4 @@ def inflate(src: str, out: str, width: int, dtype: torch.dtype = torch.float32) 
 
 def num_params(path: str) -> int:
     with safe_open(os.path.join(path, "model.safetensors"), "pt") as f:
-        return sum(int(torch.Size(f.get_slice(k).get_shape()).numel()) for k in f.keys())  # noqa: SIM118 (a safe_open handle is not a dict)
+        return sum(int(torch.Size(f.get_slice(k).get_shape()).numel()) for k in f.keys())
