@@ -1,18 +1,16 @@
 // The processed distribution of one logits row (sparkserve/sample/processing.py, natively) and the
 // inverse-CDF draw (sparkserve/sample/sampler.py: draw_indices). Shared by sampling.cpp and
-// verify.cpp. Rules, per row: greedy (T < GREEDY_EPS) is one-hot at the first argmax; otherwise
+// sampling_verify.cpp. Rules, per row: greedy (T < GREEDY_EPS) is one-hot at the first argmax; otherwise
 // z = logit / T (fp32), top-k keeps z >= the k-th largest z (ties kept), top-p keeps every z >= the
 // smallest value v whose strictly-larger mass M(v) is below (top_p - TOP_P_TOL) of the top-k
 // survivors' mass (the torch reference's sorted cumsum rule, order-free), min-p keeps
 // z - zmax >= log(min_p); survivors get exp((z - zmax) - log(sum exp(z - zmax))).
 // Token choices agree with the torch reference except when a uniform falls within float rounding
-// of a CDF boundary (exp and sums round differently: ~1e-6 per draw at worst).
+// of a CDF boundary (exp and the sums round differently, ~1e-6 relative): measured 1 in 5000 draws
+// over full 8192-token rows, none in 15000 with a top-k / top-p / min-p cut.
 #pragma once
 
 #include <ATen/ATen.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -22,45 +20,12 @@
 #include <limits>
 #include <vector>
 
+#include "sampling_math.h"
+
 namespace sparkserve_sampling {
 
 constexpr float kGreedyEps = 1e-5f;  // processing.GREEDY_EPS
 constexpr float kTopPTol = 1e-6f;    // processing.TOP_P_TOL
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
-// exp(x) for x <= 0 (Cody-Waite reduction, Cephes' degree-6 polynomial, ~1 ulp); 0 below the
-// smallest normal result and for -inf. Branch-free, so loops over it vectorise.
-__attribute__((always_inline)) inline float exp_nonpositive(float x) {
-  const float lo = -87.3365447505531f;
-  float xc = std::max(x, lo);
-  xc = std::min(xc, 0.0f);
-  const float n = std::nearbyint(xc * 1.44269504088896341f);  // (floor would not vectorise)
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < lo ? 0.0f : p * scale;
-}
-
-inline void exp_inplace(float* x, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) x[i] = exp_nonpositive(x[i]);
-}
-
-inline double sum_f32(const float* x, int64_t n) {  // fp64 accumulation, vectorised (any order)
-  double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]);
-  return sum;
-}
 
 struct RowParams {
   float temperature;
@@ -83,32 +48,6 @@ struct Scratch {
     }
   }
 };
-
-// max of x[0..n) as floats (-inf when n = 0), AVX-512 / AVX2 where compiled for, NaNs ignored.
-inline float max_f32(const float* x, int64_t n) {
-  float m = kNegInf;
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  __m512 acc = _mm512_set1_ps(kNegInf);
-  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + i));
-  m = _mm512_reduce_max_ps(acc);
-#elif defined(__AVX2__)
-  __m256 acc = _mm256_set1_ps(kNegInf);
-  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + i));
-  float lanes[8];
-  _mm256_storeu_ps(lanes, acc);
-  for (float v : lanes) m = std::max(m, v);
-#endif
-  for (; i < n; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
-template <typename T>
-inline float max_f32(const T* x, int64_t n) {  // bf16 / fp16 rows
-  float m = kNegInf;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, static_cast<float>(x[i]));
-  return m;
-}
 
 template <typename T>
 inline int64_t argmax_row(const T* row, int64_t vocab) {  // first index of the max, like torch.argmax
@@ -134,7 +73,7 @@ inline void for_each_at_least(const float* z, int64_t vocab, float thresh, F&& f
   }
 }
 
-// The k-th largest of z[0..V) (1 <= k < V): a min-heap of the k largest, skipping 16-wide blocks
+// The k-th largest of z[0..V) (1 <= k < V): a min-heap of the k largest, skipping 32-wide blocks
 // that cannot enter it; nth_element for large k.
 inline float kth_largest(const float* z, int64_t vocab, int64_t k, std::vector<float>& buf) {
   if (k > 256) {
