@@ -184,7 +184,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& qk
   TORCH_CHECK(positions_in.numel() == t, "one position per row");
   TORCH_CHECK(q_weight_in.has_value() == k_weight_in.has_value(), "q and k norm weights come together");
   const bool norm = q_weight_in.has_value();
-  at::Tensor pos = positions_in.to(at::kLong).contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+  at::Tensor pos = positions_in.scalar_type() == at::kLong ? positions_in.contiguous()
+                                                           : positions_in.to(at::kLong).contiguous();
+  at::Tensor cos = cos_in.contiguous(), sin = sin_in.contiguous();
   at::Tensor qw, kw;
   if (norm) {
     qw = q_weight_in->contiguous();
@@ -217,7 +219,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> qk_norm_rope(const at::Tensor& qk
       }
     });
   });
-  at::Tensor v = qkv.narrow(1, (num_q_heads + num_kv_heads) * d, num_kv_heads * d).view({t, num_kv_heads, d});
+  at::Tensor v = qkv.as_strided({t, num_kv_heads, d}, {row_stride, d, 1},
+                                 qkv.storage_offset() + (num_q_heads + num_kv_heads) * d);
   return {q, k, v};
 }
 

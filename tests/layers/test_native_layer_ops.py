@@ -107,7 +107,7 @@ def test_qk_norm_rope_matches_torch(rows, hq, hk, d, qk_norm, dtype):
     g = torch.Generator().manual_seed(rows + d)
     rotary = RotaryEmbedding(d, 300, 1e6)
     heads = Heads(hq, hk, d, dtype, qk_norm)
-    qkv = torch.randn(rows, (hq + 2 * hk) * d, generator=g).to(dtype)
+    qkv = torch.randn(rows, (hq + 2 * hk) * d + 3, generator=g).to(dtype)[:, 3:]  # rows strided, like a slice
     positions = torch.randint(0, 300, (rows,), generator=g)
     with torch.no_grad():
         q, k, v = fused.qkv_norm_rope(heads, qkv, positions, rotary)
@@ -119,6 +119,8 @@ def test_qk_norm_rope_matches_torch(rows, hq, hk, d, qk_norm, dtype):
     assert_matches(q, wq)
     assert_matches(k, wk)
     assert torch.equal(v, want[2].reshape(rows, hk, d))
+    if rows:  # v is a view into qkv, not a copy
+        assert v.data_ptr() == qkv.data_ptr() + (hq + hk) * d * qkv.element_size()
     if not qk_norm:  # RoPE alone rounds each product and sum like torch: bit-identical
         assert torch.equal(q, wq) and torch.equal(k, wk)
 
