@@ -7,7 +7,8 @@
    per call through the same wrappers the model calls, native and torch interleaved in one process
    (the best of ``--rounds`` alternating blocks of 200 calls: the machine is shared, the minimum is the stable figure).
 2. Plain decode on the demo model (LLM.generate, greedy, ignore_eos, c = 1 and 16, one thread, the torch
-   attention backend so that only the layer ops differ): one subprocess per (mode, c), modes alternating
+   attention backend so that only the layer ops differ): first in one process, the layer ops on and off in
+   alternating generate calls of one engine; then one subprocess per (mode, c), modes alternating
    round by round: ``native`` (kernels on), ``layer-ops-off`` (kernels on, the layer ops forced onto torch)
    and ``env-off`` (SPARKSERVE_NATIVE=0: every kernel off). Reports ms per engine step and the ratios.
 """
@@ -109,6 +110,38 @@ def decode_child(mode: str, concurrency: int, output_len: int) -> None:
     print(json.dumps({"ms_per_step": wall / (eng.num_steps - steps0) * 1e3, "tok_s": tokens / wall}))
 
 
+def bench_decode_in_process(rounds: int, output_len: int) -> None:
+    """The layer ops on and off (forced onto torch) in alternating generate calls of one engine."""
+    from bench.common import load_prompts
+    from sparkserve import LLM, SamplingParams
+    from sparkserve.assets import demo_model_path
+    from sparkserve.layers import fused
+
+    on, table = fused.use_native, []
+    for c in (1, 16):
+        llm = LLM(demo_model_path(), max_num_seqs=c, max_model_len=512, enable_prefix_caching=False, num_threads=1,
+                  attention_backend="torch")
+        prompts, eng = load_prompts("demo-chat", c), llm.engine
+        params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
+        llm.generate(prompts[:1], SamplingParams(temperature=0.0, max_tokens=8))  # warm-up
+        ms = {"on": [], "off": []}
+        for r in range(2 * rounds):
+            mode = ("on", "off")[r % 2]
+            fused.use_native = on if mode == "on" else (lambda *tensors: False)
+            steps0, t0 = eng.num_steps, time.perf_counter()
+            llm.generate(prompts, params)
+            ms[mode].append((time.perf_counter() - t0) / (eng.num_steps - steps0) * 1e3)
+        fused.use_native = on
+        best = {m: min(v) for m, v in ms.items()}
+        med = {m: statistics.median(v) for m, v in ms.items()}
+        table.append([c, round(best["on"], 3), round(best["off"], 3), round(best["off"] / best["on"], 3),
+                      round(med["on"], 3), round(med["off"], 3), round(med["off"] / med["on"], 3)])
+    print(f"\nplain decode, demo model, one process, layer ops on/off in alternating generate calls ({rounds} each), "
+          f"{output_len} tokens per request, 1 thread, torch attention backend")
+    print_table(["c", "on ms/step (best)", "off ms/step (best)", "off/on (best)", "on (median)", "off (median)",
+                 "off/on (median)"], table)
+
+
 def bench_decode(rounds: int, output_len: int) -> None:
     results = {(m, c): [] for m in MODES for c in (1, 16)}
     for r in range(rounds):
@@ -146,6 +179,7 @@ def main() -> None:
     if not args.decode_only:
         bench_ops(args.rounds)
     if not args.ops_only:
+        bench_decode_in_process(args.rounds, args.output_len)
         bench_decode(args.rounds, args.output_len)
 
 
