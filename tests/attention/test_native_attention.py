@@ -35,7 +35,8 @@ def paged_step(rows, block_size, heads, head_dim, dtype, cache_dtype=None, seed=
     num_blocks = sum(-(-n // block_size) + 1 for _, n in rows) + 2
     pool = (torch.randperm(num_blocks - 1, generator=gen) + 1).tolist()
     tables = [[pool.pop() for _ in range(-(-n // block_size) + 1)] for _, n in rows]
-    slots = [t[p // block_size] * block_size + p % block_size for (q, n), t in zip(rows, tables) for p in range(n - q, n)]
+    slots = [t[p // block_size] * block_size + p % block_size
+             for (q, n), t in zip(rows, tables) for p in range(n - q, n)]
     batch = PagedBatch([q for q, _ in rows], [n for _, n in rows], tables, block_size, slots)
     shape = (num_blocks, block_size, hkv, head_dim)
     caches = [torch.randn(shape, generator=gen).to(cache_dtype or dtype) for _ in range(2)]
