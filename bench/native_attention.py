@@ -17,6 +17,7 @@ on a shared machine), medians over rounds.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -80,8 +81,9 @@ def bench_kernel(rounds: int) -> None:
                 for r in range(rounds):
                     for n in (BACKENDS if r % 2 == 0 else BACKENDS[::-1]):
                         b = backends[n]
-                        fwd[n].append(per_call_s(lambda b=b, n=n: b.forward(q, k, v, *caches, metas[n], 0.177)))
-                        meta[n].append(per_call_s(lambda b=b: b.build_metadata(batch, torch.device("cpu")), 0.01))
+                        fwd[n].append(per_call_s(functools.partial(b.forward, q, k, v, *caches, metas[n], 0.177)))
+                        build = functools.partial(b.build_metadata, batch, torch.device("cpu"))
+                        meta[n].append(per_call_s(build, 0.01))
                 f = {n: statistics.median(x) * 1e6 for n, x in fwd.items()}
                 m = {n: statistics.median(x) * 1e6 for n, x in meta.items()}
                 rows_out.append([kind, c, context, f["torch"], f["cpu"], f["torch"] / f["cpu"], m["torch"], m["cpu"]])
