@@ -39,7 +39,7 @@ def qkv_norm_rope(attn, qkv: torch.Tensor, positions: torch.Tensor, rotary) -> t
     RMSNorm when ``attn.qk_norm``, then neox RoPE at positions [T]) and v [T, Hk, D] (a view of qkv)."""
     t, hq, hk, d = qkv.shape[0], attn.num_heads, attn.num_kv_heads, attn.head_dim
     weights = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else ()
-    if qkv.dim() == 2 and rotary.cos.dtype == torch.float32 and use_native(qkv, *weights):
+    if qkv.dim() == 2 and qkv.stride(1) == 1 and rotary.cos.dtype == torch.float32 and use_native(qkv, *weights):
         eps = attn.q_norm.eps if attn.qk_norm else 0.0
         return torch.ops.sparkserve.layer_qk_norm_rope(qkv, positions, rotary.cos, rotary.sin,
                                                       *(weights or (None, None)), hq, hk, eps)
