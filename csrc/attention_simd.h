@@ -14,6 +14,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "cpu_math.h"
+
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 #define SPARKSERVE_ATTENTION_AVX2 1
@@ -35,24 +37,7 @@ inline float to_f32(bf16 x) {
 }
 inline float to_f32(f16 x) { return static_cast<float>(x); }
 
-// exp(x) for x <= 0 (a score minus its row maximum): Cephes' expf range reduction and polynomial,
-// about 1 ulp; x < -87 gives 2^-125 (callers zero masked lanes themselves).
-inline float exp_nonpositive(float x) {
-  x = std::max(x, -87.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return y * scale;
-}
+using sparkserve_math::exp_nonpositive;  // csrc/cpu_math.h
 
 template <int kD>
 constexpr bool kVector = SPARKSERVE_ATTENTION_AVX2 && kD > 0 && kD % 8 == 0;

@@ -11,31 +11,15 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu_math.h"
+
 namespace sparkserve_sampling {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // exp(x) for x <= 0 (Cody-Waite reduction, Cephes' degree-6 polynomial, ~1 ulp); 0 below the
 // smallest normal result and for -inf. Branch-free, so loops over it vectorise.
-__attribute__((always_inline)) inline float exp_nonpositive(float x) {
-  const float lo = -87.3365447505531f;
-  float xc = std::max(x, lo);
-  xc = std::min(xc, 0.0f);
-  const float n = std::nearbyint(xc * 1.44269504088896341f);  // (floor would not vectorise)
-  float r = xc - n * 0.693359375f;
-  r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return x < lo ? 0.0f : p * scale;
-}
+using sparkserve_math::exp_nonpositive;
 
 inline void exp_inplace(float* x, int64_t n) {
 #pragma omp simd
