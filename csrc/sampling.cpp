@@ -38,8 +38,7 @@ at::Tensor sample_draw(const at::Tensor& logits, const at::Tensor& temperature, 
                        const at::Tensor& top_p, const at::Tensor& min_p, const at::Tensor& uniforms) {
   const int64_t rows = logits.size(0), vocab = logits.size(1);
   check_params(logits, temperature, top_k, top_p, min_p, rows);
-  TORCH_CHECK(uniforms.scalar_type() == at::kDouble && uniforms.is_contiguous() && uniforms.numel() == rows,
-              "uniforms must be contiguous fp64 [", rows, "]");
+  check_uniforms(uniforms, rows);
   at::Tensor out = at::empty({rows}, logits.options().dtype(at::kLong));
   int64_t* out_data = out.data_ptr<int64_t>();
   const double* u = uniforms.data_ptr<double>();
@@ -66,8 +65,7 @@ at::Tensor sample_draw(const at::Tensor& logits, const at::Tensor& temperature, 
 at::Tensor sample_draw_weights(const at::Tensor& weights, const at::Tensor& uniforms) {
   TORCH_CHECK(weights.dim() == 2 && weights.is_contiguous(), "weights must be a contiguous [S, V] tensor");
   const int64_t rows = weights.size(0), vocab = weights.size(1);
-  TORCH_CHECK(uniforms.scalar_type() == at::kDouble && uniforms.is_contiguous() && uniforms.numel() == rows,
-              "uniforms must be contiguous fp64 [", rows, "]");
+  check_uniforms(uniforms, rows);
   at::Tensor out = at::empty({rows}, weights.options().dtype(at::kLong));
   int64_t* out_data = out.data_ptr<int64_t>();
   const double* u = uniforms.data_ptr<double>();

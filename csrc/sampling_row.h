@@ -248,4 +248,9 @@ inline void check_params(const at::Tensor& logits, const at::Tensor& temperature
               "top_k must be contiguous int64 [", rows, "]");
 }
 
+inline void check_uniforms(const at::Tensor& uniforms, int64_t rows) {
+  TORCH_CHECK(uniforms.scalar_type() == at::kDouble && uniforms.is_contiguous() && uniforms.numel() == rows,
+              "uniforms must be contiguous fp64 [", rows, "]");
+}
+
 }  // namespace sparkserve_sampling

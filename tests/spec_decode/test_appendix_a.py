@@ -94,23 +94,25 @@ def test_retrospective_search_is_biased():
 THREE_DRAFT_ROUNDS = 6000  # ~4800 second tokens: a shift of P(A) by 0.03 is detected with 90% power
 
 
-def test_causal_is_lossless():
-    """Algorithm 1 verifying 1, 2 and 3 drafts: the first and second emitted tokens follow p_t."""
+def three_draft_world(plan, seed: int):
+    """(first, second) emitted tokens of the 3-draft world planned one request at a time by ``plan``
+    (``plan_causal`` or ``plan_retrospective``); asserts every verify length 1..3 was chosen."""
     cost = CostTable.from_sps(THREE_DRAFT_SPS)
-    emitted, lengths = run_world(lambda i, d, c: plan_causal([c], [3], cost, 1)[0], seed=2,
+    emitted, lengths = run_world(lambda i, d, c: plan([c], [3], cost, 1)[0], seed=seed,
                                  num_rounds=THREE_DRAFT_ROUNDS, num_drafts=3, conf=three_draft_confidences)
     assert set(lengths.tolist()) == {1, 2, 3}
-    first, second = first_and_second(emitted)
+    return first_and_second(emitted)
+
+
+def test_causal_is_lossless():
+    """Algorithm 1 verifying 1, 2 and 3 drafts: the first and second emitted tokens follow p_t."""
+    first, second = three_draft_world(plan_causal, seed=2)
     assert pvalue(first) > 1e-3 and pvalue(second) > 1e-3
 
 
 def test_retrospective_search_is_biased_after_an_admitted_draft():
     """The same world without the early stop: the second token is biased (the world has power)."""
-    cost = CostTable.from_sps(THREE_DRAFT_SPS)
-    emitted, lengths = run_world(lambda i, d, c: plan_retrospective([c], [3], cost, 1)[0], seed=5,
-                                 num_rounds=THREE_DRAFT_ROUNDS, num_drafts=3, conf=three_draft_confidences)
-    assert set(lengths.tolist()) == {1, 2, 3}
-    first, second = first_and_second(emitted)
+    first, second = three_draft_world(plan_retrospective, seed=5)
     assert pvalue(first) > 1e-3
     assert abs(np.mean(np.array(second) == A) - 0.756) < 0.03 and pvalue(second) < 1e-6
 
