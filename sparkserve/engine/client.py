@@ -7,12 +7,18 @@ and keeps the other. One asyncio reader task decodes the core's frames and dispa
 (EOF), every pending request gets an ``EngineError`` of kind ``ENGINE_DEAD`` in its queue instead
 of hanging. Errors are typed by ``ErrorKind``; the caller maps them to its protocol's errors.
 
+A watchdog task treats a frozen core the same way: once the model is loaded, no message for
+``heartbeat_timeout_s`` (the core heartbeats every 0.5 s from its own thread, even mid-step), or
+requests running with no finished step for ``STALL_TIMEOUT_S``, kills the core and fails every
+request. ``dead`` is set either way, for the server to exit (``server/app.py: watch_engine``).
+
 The core exits when this process closes the socket or dies, so it cannot be orphaned.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -20,11 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import msgspec
+
 from sparkserve.engine import wire
 from sparkserve.errors import EngineError, ErrorKind
 
 log = logging.getLogger("sparkserve.server")
-HEARTBEAT_TIMEOUT_S = 10.0  # no message from the core for this long: unhealthy
+HEARTBEAT_TIMEOUT_S = 10.0  # default: no message from the core for this long: frozen, killed
+WATCHDOG_INTERVAL_S = 0.25
 STALL_TIMEOUT_S = 300.0  # requests running but no step finished for this long: unhealthy
 
 
@@ -61,9 +70,11 @@ class RequestState:
 
 
 class EngineClient:
-    def __init__(self, engine_kwargs: dict[str, Any], log_level: str, observer: Observer):
+    def __init__(self, engine_kwargs: dict[str, Any], log_level: str, observer: Observer,
+                 heartbeat_timeout_s: float = HEARTBEAT_TIMEOUT_S):
         self.engine_kwargs, self.log_level = engine_kwargs, log_level
         self.observer = observer
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.proc: subprocess.Popen | None = None
         self.info: wire.Ready | None = None  # set once the engine is built
         self.stats = wire.EngineStats()
@@ -76,7 +87,9 @@ class EngineClient:
         self._reader_task: asyncio.Task | None = None
         self._fatal: str | None = None
         self._closing = False
+        self._watchdog_task: asyncio.Task | None = None
         self.ready_event = asyncio.Event()  # set when ready *or* dead
+        self.dead = asyncio.Event()  # set when the core died, froze or was shut down
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -89,6 +102,7 @@ class EngineClient:
         reader, self._writer = await asyncio.open_unix_connection(sock=ours)
         self._send(wire.Start(self.engine_kwargs, self.log_level))
         self._reader_task = asyncio.create_task(self._read_loop(reader))
+        self._watchdog_task = asyncio.create_task(self._watchdog())
 
     async def close(self) -> None:
         """Close the socket (the core exits on EOF) and reap the process."""
@@ -102,8 +116,14 @@ class EngineClient:
                 log.warning("engine core did not exit; killing it")
                 self.proc.kill()
                 await asyncio.to_thread(self.proc.wait)
-        if self._reader_task is not None:
-            self._reader_task.cancel()
+        for task in (self._reader_task, self._watchdog_task):
+            if task is not None:
+                task.cancel()
+
+    @property
+    def closing(self) -> bool:
+        """True once ``close()`` began: a death after that is our own shutdown."""
+        return self._closing
 
     @property
     def ready(self) -> bool:
@@ -119,7 +139,7 @@ class EngineClient:
             return self.dead_reason
         if self.proc is None or self.proc.poll() is not None:
             return "the engine core process is not running"
-        if self.info is not None and self.heartbeat_age > HEARTBEAT_TIMEOUT_S:
+        if self.info is not None and self.heartbeat_age > self.heartbeat_timeout_s:
             return f"no heartbeat from the engine core for {self.heartbeat_age:.0f} s"
         stalled = time.monotonic() - self.last_progress
         if self.stats.num_running and stalled > STALL_TIMEOUT_S:
@@ -171,6 +191,19 @@ class EngineClient:
         if self._writer is None or self._writer.is_closing():
             raise EngineError("the engine is not running", ErrorKind.ENGINE_DEAD)
         self._writer.write(wire.encode_frame(msg))
+
+    # -- watchdog -------------------------------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """A loaded core that stops talking (or stepping) is frozen: kill it, fail its requests."""
+        while self.dead_reason is None:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            if self.info is None or self._closing or self.dead_reason is not None:
+                continue
+            problem = self.health_problem()
+            if problem is None or self.proc is None or self.proc.poll() is not None:
+                continue  # healthy, or it exited: the reader sees EOF and reports the exit code
+            self._die(f"engine core frozen: {problem}; killed it")
+            self.proc.send_signal(signal.SIGKILL)  # also ends a SIGSTOPped process
 
     # -- reader ---------------------------------------------------------------------------------------
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
@@ -249,6 +282,9 @@ class EngineClient:
         self.dead_reason = reason
         if not self._closing:
             log.error("engine core is gone: %s", reason)
+        # nothing runs or waits any more: the gauges must not keep their last values
+        self.stats = msgspec.structs.replace(self.stats, num_running=0, num_waiting=0, kv_usage=0.0)
+        self.observer.record_stats(self.stats)
         error = EngineError(f"the engine stopped: {reason}", ErrorKind.ENGINE_DEAD)
         for future in self._acks.values():
             if not future.done():
@@ -258,6 +294,7 @@ class EngineClient:
         self._acks.clear()
         self.requests.clear()
         self.ready_event.set()
+        self.dead.set()
 
 
 def _wait_code(proc: subprocess.Popen) -> int | None:

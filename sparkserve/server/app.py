@@ -35,7 +35,8 @@ class ServerState:
         self.settings = settings
         self.model_names = settings.model_names
         self.metrics = Metrics(self.model_names[0])
-        self.client = EngineClient(settings.engine_kwargs, settings.log_level, self.metrics)
+        self.client = EngineClient(settings.engine_kwargs, settings.log_level, self.metrics,
+                                   settings.engine_heartbeat_timeout_s)
         self.tokenizer = tokenizer
         self.token_text = TokenText(tokenizer)
         self.created = int(time.time())
@@ -64,12 +65,24 @@ class ServerState:
     def exit_request(self) -> None:
         self.num_inflight -= 1
 
-    async def watch_startup(self) -> None:
+    async def watch_engine(self) -> None:
+        """Exit 1 if the core dies while loading, or ``engine_death_exit_s`` after it dies (or froze and
+        was killed) once serving: its requests already got errors; /health is red meanwhile; the
+        supervisor restarts us."""
         await self.client.ready_event.wait()
         if not self.client.ready:  # the core died before the model was loaded
             log.error("could not start the engine: %s", self.client.dead_reason)
             self.exit_code = 1
             self.on_exit(1)
+            return
+        await self.client.dead.wait()
+        if self.client.closing:  # our own shutdown
+            return
+        self.exit_code = 1
+        delay_s = self.settings.engine_death_exit_s
+        log.error("the engine core is gone; exiting with code 1 in %g s (--engine-death-exit-s)", delay_s)
+        await asyncio.sleep(delay_s)
+        self.on_exit(1)
 
     async def drain(self) -> None:
         """Stop admitting, let in-flight requests finish (up to the shutdown timeout), then exit."""
@@ -118,7 +131,7 @@ def build_app(settings: ServerSettings, tokenizer=None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await state.client.start()
-        watcher = asyncio.create_task(state.watch_startup())
+        watcher = asyncio.create_task(state.watch_engine())
         try:
             yield
         finally:

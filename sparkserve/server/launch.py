@@ -6,7 +6,8 @@ not import torch (the engine is built in the core process from ``engine_kwargs``
 Shutdown: the first SIGTERM/SIGINT starts draining (``/ready`` turns 503, new generation
 requests get 503, in-flight ones finish for up to ``--shutdown-timeout`` seconds, the rest get an
 error), then the server stops, the engine core exits and the process exits 0. A second signal
-exits at once.
+exits at once. If the engine core dies or freezes, in-flight requests get errors and the process
+exits 1 ``--engine-death-exit-s`` seconds later (and exits 1 from a drain after that).
 """
 from __future__ import annotations
 
@@ -80,6 +81,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-request deadline in seconds, then 504 and abort; 0 disables (default: %(default)s)")
     s.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="S",
                    help="on SIGTERM, how long in-flight requests may finish (default: %(default)s)")
+    s.add_argument("--engine-death-exit-s", type=float, default=2.0, metavar="S",
+                   help="when the engine core dies (or freezes: --engine-heartbeat-timeout), its requests get "
+                        "errors and /health turns 503; the server exits 1 this many seconds later, for its "
+                        "supervisor to restart it (default: %(default)s)")
+    s.add_argument("--engine-heartbeat-timeout", type=float, default=10.0, metavar="S",
+                   help="a loaded engine core silent for this long is frozen: killed and handled as dead "
+                        "(default: %(default)s)")
     s.add_argument("--max-n", type=int, default=16, help="largest 'n' a request may ask for, <= 16 (default: 16)")
     s.add_argument("--max-logprobs", type=int, default=20,
                    help="largest logprobs/top_logprobs a request may ask for, <= 20 (default: 20)")
@@ -110,7 +118,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, model=args.model, tokenizer=args.tokenizer,
                           served_model_names=names, api_keys=tuple(args.api_key or ()),
                           max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
-                          shutdown_timeout_s=args.shutdown_timeout, max_n=args.max_n,
+                          shutdown_timeout_s=args.shutdown_timeout, engine_death_exit_s=args.engine_death_exit_s,
+                          engine_heartbeat_timeout_s=args.engine_heartbeat_timeout, max_n=args.max_n,
                           max_logprobs=args.max_logprobs, log_level=args.log_level,
                           access_log=not args.disable_uvicorn_access_log, engine_kwargs=engine_kwargs,
                           sampling_defaults=sampling_defaults)

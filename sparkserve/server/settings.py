@@ -24,6 +24,8 @@ class ServerSettings:
     max_body_bytes: int = 1 << 20
     request_timeout_s: float = 600.0  # 0: no deadline
     shutdown_timeout_s: float = 30.0
+    engine_death_exit_s: float = 2.0  # after the engine core dies or freezes: answer 503 this long, then exit 1
+    engine_heartbeat_timeout_s: float = 10.0  # no message from a loaded core for this long: frozen
     max_n: int = 16
     max_logprobs: int = 20
     log_level: str = "info"
@@ -38,11 +40,13 @@ class ServerSettings:
             raise ValueError(f"port must be in [1, 65535], got {self.port}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
-        if self.request_timeout_s < 0 or self.shutdown_timeout_s < 0:
+        if self.request_timeout_s < 0 or self.shutdown_timeout_s < 0 or self.engine_death_exit_s < 0:
             raise ValueError("timeouts must be >= 0")
         if not 1 <= self.max_n <= 16:
             raise ValueError(f"max_n must be in [1, 16], got {self.max_n}")
         if not 0 <= self.max_logprobs <= 20:
+        if self.engine_heartbeat_timeout_s < 1:
+            raise ValueError(f"engine_heartbeat_timeout_s must be >= 1, got {self.engine_heartbeat_timeout_s}")
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
 
     @property
