@@ -1,0 +1,127 @@
+"""Row helpers shared by the sampling and verification kernels: the processed distribution of one row.
+
+The rules are ``sparkserve.sample.processing.processed_logprobs``'s (temperature -> top-k -> top-p ->
+min-p, renormalised), computed without a sort: every filter keeps ``{i : z_i >= t}``, so each cut is a
+threshold found by bisection over the fp32 bit patterns (ordered as ints by ``float_key``), one pass
+over the row per step:
+
+- top-k: the largest t with ``#{z >= t} >= k``, i.e. the k-th largest z (ties with it kept);
+- top-p: the smallest t among the top-k survivors with ``mass{z > t} / mass{top-k} < top_p - TOP_P_TOL``,
+  which is the z of the last token the sorted reference keeps (ties with it kept);
+- min-p: ``z - max z >= log(min_p)`` (log taken on the host, as the reference does in torch).
+
+Sums run in another order than torch's, so a top-p cut within fp32 rounding of its bound may fall on
+the other side (the same caveat as the native CPU kernels, ``sample/native.py``).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+KEY_STEPS = 33  # bisection steps over int32 keys (an interval of at most 2^32 + 1)
+
+
+@triton.jit
+def float_key(x):
+    """fp32 -> int32, ordered as the floats are (-0 just below +0; NaNs outside [-inf, inf])."""
+    b = x.to(tl.int32, bitcast=True)
+    return b ^ ((b >> 31) & 0x7FFFFFFF)
+
+
+@triton.jit
+def key_float(key):
+    """The inverse of ``float_key`` (key: int32)."""
+    return (key ^ ((key >> 31) & 0x7FFFFFFF)).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def load_z(row_ptr, offs, vocab, temperature):
+    """Tempered logits z = logits / T (fp32, rounded division as torch's); -inf past the row's end."""
+    x = tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
+    return tl.math.div_rn(x, tl.full(x.shape, 1.0, tl.float32) * temperature)
+
+
+@triton.jit
+def row_argmax(row_ptr, vocab, BLOCK_V: tl.constexpr):
+    """(max, argmax) of the raw row; ties -> the lowest index, as torch.argmax."""
+    best = tl.full([], float("-inf"), tl.float32)
+    best_idx = tl.full([], 0, tl.int32)
+    for start in range(0, vocab, BLOCK_V):
+        offs = start + tl.arange(0, BLOCK_V)
+        x = tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32)
+        tile_max = tl.max(x, axis=0)
+        tile_idx = tl.min(tl.where(x == tile_max, offs, vocab), axis=0).to(tl.int32)
+        better = tile_max > best
+        best_idx = tl.where(better, tile_idx, best_idx)
+        best = tl.where(better, tile_max, best)
+    return best, best_idx
+
+
+@triton.jit
+def _count_at_least(row_ptr, vocab, temperature, t, BLOCK_V: tl.constexpr):
+    n = tl.full([], 0, tl.int32)
+    for start in range(0, vocab, BLOCK_V):
+        z = load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature)
+        n += tl.sum((z >= t).to(tl.int32), axis=0)
+    return n
+
+
+@triton.jit
+def _mass_above(row_ptr, vocab, temperature, z_max, t_floor, t, BLOCK_V: tl.constexpr):
+    """sum of exp(z - z_max) over z > t (and z >= t_floor)."""
+    s = tl.full([], 0.0, tl.float32)
+    for start in range(0, vocab, BLOCK_V):
+        z = load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature)
+        s += tl.sum(tl.where((z > t) & (z >= t_floor), tl.exp(z - z_max), 0.0), axis=0)
+    return s
+
+
+@triton.jit
+def row_thresholds(row_ptr, vocab, temperature, top_k, top_p_bound, log_min_p, BLOCK_V: tl.constexpr):
+    """(z_max, t, log_norm) of a sampled row: token i is kept iff z_i >= t and z_i - z_max >= log_min_p;
+    its processed probability is exp(z_i - z_max - log_norm). ``top_p_bound`` = top_p - TOP_P_TOL (>= 1:
+    off); top_k outside 1..vocab-1 is off; log_min_p = -inf is off."""
+    z_max = tl.full([], float("-inf"), tl.float32)
+    for start in range(0, vocab, BLOCK_V):
+        z_max = tl.maximum(z_max, tl.max(load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature), axis=0))
+    t_k = tl.full([], float("-inf"), tl.float32)
+    if (top_k > 0) & (top_k < vocab):  # the largest t with #{z >= t} >= k
+        lo = float_key(tl.full([], float("-inf"), tl.float32)).to(tl.int64)  # #{z >= -inf} = vocab >= k
+        hi = float_key(z_max).to(tl.int64) + 1  # nothing is above z_max
+        for _ in range(KEY_STEPS):
+            go = hi - lo > 1
+            mid = (lo + hi) >> 1
+            ok = _count_at_least(row_ptr, vocab, temperature, key_float(mid.to(tl.int32)), BLOCK_V) >= top_k
+            lo = tl.where(go & ok, mid, lo)
+            hi = tl.where(go & (ok == 0), mid, hi)
+        t_k = key_float(lo.to(tl.int32))
+    t = t_k
+    if top_p_bound < 1.0:  # the smallest t >= t_k with mass{z > t} / mass{z >= t_k} < bound
+        mass_k = _mass_above(row_ptr, vocab, temperature, z_max, t_k, float("-inf"), BLOCK_V)
+        lo = float_key(t_k).to(tl.int64) - 1
+        hi = float_key(z_max).to(tl.int64)  # taken as true: the top token always survives
+        for _ in range(KEY_STEPS):
+            go = hi - lo > 1
+            mid = (lo + hi) >> 1
+            ok = _mass_above(row_ptr, vocab, temperature, z_max, t_k, key_float(mid.to(tl.int32)),
+                             BLOCK_V) / mass_k < top_p_bound
+            hi = tl.where(go & ok, mid, hi)
+            lo = tl.where(go & (ok == 0), mid, lo)
+        t = key_float(hi.to(tl.int32))
+    total = tl.full([], 0.0, tl.float32)
+    for start in range(0, vocab, BLOCK_V):
+        z = load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature)
+        total += tl.sum(tl.where((z >= t) & (z - z_max >= log_min_p), tl.exp(z - z_max), 0.0), axis=0)
+    return z_max, t, tl.log(total)
+
+
+@triton.jit
+def kept_probs(z, z_max, t, log_min_p, log_norm):
+    """Processed probabilities of a tile of tempered logits z (0 where a filter drops the token)."""
+    keep = (z >= t) & (z - z_max >= log_min_p)
+    return tl.where(keep, tl.exp(z - z_max - log_norm), 0.0)
+
+
+def block_v(vocab: int) -> int:
+    """Tile width over the vocabulary."""
+    return min(1024, triton.next_power_of_2(max(vocab, 16)))
