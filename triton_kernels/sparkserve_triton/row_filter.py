@@ -2,8 +2,8 @@
 
 The rules are ``sparkserve.sample.processing.processed_logprobs``'s (temperature -> top-k -> top-p ->
 min-p, renormalised), computed without a sort: every filter keeps ``{i : z_i >= t}``, so each cut is a
-threshold found by bisection over the fp32 bit patterns (ordered as ints by ``float_key``), one pass
-over the row per step:
+threshold found by bisection over the fp32 bit patterns (ordered as ints by ``float_key``), 16 keys per
+pass over the row:
 
 - top-k: the largest t with ``#{z >= t} >= k``, i.e. the k-th largest z (ties with it kept);
 - top-p: the smallest t among the top-k survivors with ``mass{z > t} / mass{top-k} < top_p - TOP_P_TOL``,
@@ -18,7 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-KEY_STEPS = 33  # bisection steps over int32 keys (an interval of at most 2^32 + 1)
+FANOUT: tl.constexpr = 16  # keys tested per pass
+KEY_ROUNDS: tl.constexpr = 9  # passes: 16^9 > 2^33, the widest key interval
 
 
 @triton.jit
@@ -58,21 +59,30 @@ def row_argmax(row_ptr, vocab, BLOCK_V: tl.constexpr):
 
 
 @triton.jit
-def _count_at_least(row_ptr, vocab, temperature, t, BLOCK_V: tl.constexpr):
-    n = tl.full([], 0, tl.int32)
+def _candidates(lo, hi, FANOUT: tl.constexpr):
+    """FANOUT int64 keys spread over (lo, hi], each > lo (so lo itself is never evaluated)."""
+    j = tl.arange(0, FANOUT).to(tl.int64) + 1
+    return tl.minimum(tl.maximum(lo + (hi - lo) * j // FANOUT, lo + 1), hi)
+
+
+@triton.jit
+def _counts_at_least(row_ptr, vocab, temperature, t, BLOCK_V: tl.constexpr):
+    """#{z >= t_j} for every candidate t [F] -> int32 [F]."""
+    n = tl.zeros(t.shape, tl.int32)
     for start in range(0, vocab, BLOCK_V):
         z = load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature)
-        n += tl.sum((z >= t).to(tl.int32), axis=0)
+        n += tl.sum((z[None, :] >= t[:, None]).to(tl.int32), axis=1)
     return n
 
 
 @triton.jit
-def _mass_above(row_ptr, vocab, temperature, z_max, t_floor, t, BLOCK_V: tl.constexpr):
-    """sum of exp(z - z_max) over z > t (and z >= t_floor)."""
-    s = tl.full([], 0.0, tl.float32)
+def _masses_above(row_ptr, vocab, temperature, z_max, t_floor, t, BLOCK_V: tl.constexpr):
+    """sum of exp(z - z_max) over z > t_j and z >= t_floor, for every candidate t [F] -> fp32 [F]."""
+    s = tl.zeros(t.shape, tl.float32)
     for start in range(0, vocab, BLOCK_V):
         z = load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature)
-        s += tl.sum(tl.where((z > t) & (z >= t_floor), tl.exp(z - z_max), 0.0), axis=0)
+        e = tl.where(z >= t_floor, tl.exp(z - z_max), 0.0)
+        s += tl.sum(tl.where(z[None, :] > t[:, None], e[None, :], 0.0), axis=1)
     return s
 
 
@@ -80,7 +90,8 @@ def _mass_above(row_ptr, vocab, temperature, z_max, t_floor, t, BLOCK_V: tl.cons
 def row_thresholds(row_ptr, vocab, temperature, top_k, top_p_bound, log_min_p, BLOCK_V: tl.constexpr):
     """(z_max, t, log_norm) of a sampled row: token i is kept iff z_i >= t and z_i - z_max >= log_min_p;
     its processed probability is exp(z_i - z_max - log_norm). ``top_p_bound`` = top_p - TOP_P_TOL (>= 1:
-    off); top_k outside 1..vocab-1 is off; log_min_p = -inf is off."""
+    off); top_k outside 1..vocab-1 is off; log_min_p = -inf is off. Each bisection round tests FANOUT
+    keys in one pass, shrinking the key interval FANOUT-fold."""
     z_max = tl.full([], float("-inf"), tl.float32)
     for start in range(0, vocab, BLOCK_V):
         z_max = tl.maximum(z_max, tl.max(load_z(row_ptr, start + tl.arange(0, BLOCK_V), vocab, temperature), axis=0))
@@ -88,25 +99,24 @@ def row_thresholds(row_ptr, vocab, temperature, top_k, top_p_bound, log_min_p, B
     if (top_k > 0) & (top_k < vocab):  # the largest t with #{z >= t} >= k
         lo = float_key(tl.full([], float("-inf"), tl.float32)).to(tl.int64)  # #{z >= -inf} = vocab >= k
         hi = float_key(z_max).to(tl.int64) + 1  # nothing is above z_max
-        for _ in range(KEY_STEPS):
-            go = hi - lo > 1
-            mid = (lo + hi) >> 1
-            ok = _count_at_least(row_ptr, vocab, temperature, key_float(mid.to(tl.int32)), BLOCK_V) >= top_k
-            lo = tl.where(go & ok, mid, lo)
-            hi = tl.where(go & (ok == 0), mid, hi)
+        for _ in range(KEY_ROUNDS):
+            c = _candidates(lo, hi, FANOUT)
+            ok = _counts_at_least(row_ptr, vocab, temperature, key_float(c.to(tl.int32)), BLOCK_V) >= top_k
+            lo = tl.maximum(lo, tl.max(tl.where(ok, c, lo), axis=0))
+            hi = tl.minimum(hi, tl.min(tl.where(ok, hi, c), axis=0))
         t_k = key_float(lo.to(tl.int32))
     t = t_k
     if top_p_bound < 1.0:  # the smallest t >= t_k with mass{z > t} / mass{z >= t_k} < bound
-        mass_k = _mass_above(row_ptr, vocab, temperature, z_max, t_k, float("-inf"), BLOCK_V)
+        mass_k = tl.sum(_masses_above(row_ptr, vocab, temperature, z_max, t_k,
+                                      tl.full([1], float("-inf"), tl.float32), BLOCK_V), axis=0)
         lo = float_key(t_k).to(tl.int64) - 1
         hi = float_key(z_max).to(tl.int64)  # taken as true: the top token always survives
-        for _ in range(KEY_STEPS):
-            go = hi - lo > 1
-            mid = (lo + hi) >> 1
-            ok = _mass_above(row_ptr, vocab, temperature, z_max, t_k, key_float(mid.to(tl.int32)),
-                             BLOCK_V) / mass_k < top_p_bound
-            hi = tl.where(go & ok, mid, hi)
-            lo = tl.where(go & (ok == 0), mid, lo)
+        for _ in range(KEY_ROUNDS):
+            c = _candidates(lo, hi, FANOUT)
+            mass = _masses_above(row_ptr, vocab, temperature, z_max, t_k, key_float(c.to(tl.int32)), BLOCK_V)
+            ok = mass / mass_k < top_p_bound
+            hi = tl.minimum(hi, tl.min(tl.where(ok, c, hi), axis=0))
+            lo = tl.maximum(lo, tl.max(tl.where(ok, lo, c), axis=0))
         t = key_float(hi.to(tl.int32))
     total = tl.full([], 0.0, tl.float32)
     for start in range(0, vocab, BLOCK_V):
@@ -124,4 +134,4 @@ def kept_probs(z, z_max, t, log_min_p, log_norm):
 
 def block_v(vocab: int) -> int:
     """Tile width over the vocabulary."""
-    return min(1024, triton.next_power_of_2(max(vocab, 16)))
+    return min(512, triton.next_power_of_2(max(vocab, 16)))

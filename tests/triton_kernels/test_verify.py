@@ -1,0 +1,73 @@
+"""The Triton block verifier against the torch path of verify(), exactly.
+
+With identically seeded per-request generators both accept the same drafts, emit the same token and
+leave every generator in the same state. Cases: sampled drafts (q as fp32 / bf16), deterministic drafts
+(q = None), a draft with q(d) = 0, tokens with p = 0, greedy requests, l = 0, bonus and residual draws.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from sparkserve.spec_decode.verify import VerifyInput  # noqa: E402
+from sparkserve.spec_decode.verify import verify as torch_verify  # noqa: E402
+from sparkserve.step import SamplingMeta  # noqa: E402
+from sparkserve_triton.verify import verify  # noqa: E402
+
+SAMPLINGS = [SamplingMeta(temperature=0.7, top_k=20, top_p=0.8), SamplingMeta(top_p=0.8), SamplingMeta(),
+             SamplingMeta(temperature=0.0), SamplingMeta(min_p=0.1, top_k=50), SamplingMeta(temperature=1.3, top_k=5)]
+
+
+def _batch(vocab: int, seed: int, num_requests: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [int(n) for n in torch.randint(0, 6, (num_requests,), generator=g)]
+    lengths[0], lengths[1] = 0, 5
+    logits = torch.randn(sum(lengths) + num_requests, vocab, generator=g) * 2.5
+    logits[torch.rand(logits.shape, generator=g) < 0.05] = float("-inf")  # p = 0 tokens
+    inputs, row = [], 0
+    for i, n in enumerate(lengths):
+        rows = logits[row:row + n]
+        q = torch.softmax(rows.nan_to_num(neginf=-5.0) * 1.5 + 0.3 * torch.randn(n, vocab, generator=g), dim=-1)
+        drafts = torch.multinomial(q, 1, generator=g).squeeze(1) if n else torch.zeros(0, dtype=torch.long)
+        kind = i % 4  # q as fp32, bf16, None (deterministic drafts), fp32 with q(d_1) = 0
+        probs = [q, q.to(torch.bfloat16), None, q.clone()][kind]
+        if kind == 3 and n:
+            probs[0, drafts[0]] = 0.0
+        if kind == 2 and n:
+            drafts = rows.argmax(dim=-1)
+            drafts[-1] = (drafts[-1] + 1) % vocab
+        inputs.append(VerifyInput(drafts.tolist(), probs, SAMPLINGS[i % len(SAMPLINGS)]))
+        row += n + 1
+    return logits, inputs
+
+
+def _with_generators(inputs, seed):
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(inputs))]
+    for inp, gen in zip(inputs, gens):
+        inp.generator = gen
+    return gens
+
+
+def test_verify_equals_torch_verifier(device):
+    accepted = rejected = 0
+    for seed in range(2):
+        logits, inputs = _batch(256, seed)
+        ref_gens = _with_generators(inputs, seed)
+        ref = torch_verify(logits, inputs, backend="torch")
+        gens = _with_generators(inputs, seed)
+        num_accepted, tokens = verify(logits.to(device), inputs)
+        assert num_accepted == [r.num_accepted for r in ref]
+        assert tokens == [r.token_ids[-1] for r in ref]
+        assert all(torch.equal(a.get_state(), b.get_state()) for a, b in zip(gens, ref_gens))
+        accepted += sum(num_accepted)
+        rejected += sum(a < inp.num_draft_tokens for a, inp in zip(num_accepted, inputs))
+    assert accepted > 8 and rejected > 8  # both branches (accept, residual draw) ran
+
+
+def test_greedy_ties_take_the_first_argmax(device):
+    logits = torch.full((3, 64), -1.0)
+    logits[:, [5, 9]] = 2.0
+    inputs = [VerifyInput([5, 9], None, SamplingMeta(temperature=0.0))]
+    assert verify(logits.to(device), inputs) == ([1], [5])
