@@ -43,7 +43,7 @@ class Engine:
         torch.manual_seed(mc.seed)
         set_cpu_threads(mc.num_threads, mc.model, device)
         self.model, self.model_config = load_model(mc.model, mc.dtype, device)
-        self.model.fuse_for_inference()
+        self.model.fuse_for_inference(bf16_when_exact=mc.dtype == "auto")  # bf16 storage only where exact
         self.tokenizer = _load_tokenizer(mc.tokenizer or mc.model)
         self.eos_token_ids = self.tokenizer.eos_token_ids if self.tokenizer else _config_eos(self.model_config)
         sched = config.scheduler

@@ -33,7 +33,8 @@ COST_TABLE_SAVE_EVERY = 2000  # steps between writes of the refined cost table t
 
 def cost_key(spec: SpecConfig, runner, model_path: str, max_num_batched_tokens: int) -> CostKey:
     """What an engine's step-time table depends on (the file name it is cached under)."""
-    return CostKey(model_path, spec.model or spec.method, str(runner.dtype), runner.backend.name,
+    dtype = f"{runner.dtype}, weights {runner.weight_dtypes}"  # bf16 storage streams half the bytes
+    return CostKey(model_path, spec.model or spec.method, dtype, runner.backend.name,
                    describe_hardware(runner.device), max_num_batched_tokens)
 
 

@@ -1,16 +1,25 @@
-"""Inference linear layer for CPUs.
+"""Inference linear layers for CPUs.
 
-On x86 CPUs a matrix-vector product reads a weight stored [in, out] about twice as fast as the
-usual [out, in] (measured on this project's 2-core AVX2 machines: 613 vs 1258 us for a 3072x512
-fp32 weight out of cache), while [out, in] is faster for 8+ rows. Decode steps at low concurrency
-are exactly those 1-2 row products, so small CPU models keep both layouts and pick per call.
+``StreamLinear`` (when the native kernels are built): decode, verify and draft products (up to
+``STREAM_MAX_ROWS`` rows) run on ``csrc/linear.cpp``, which reads every weight row once per call
+whatever the row count and computes each output row with the same fp32 dot product for any batch.
+Weights may be stored in bf16 (widened to fp32 in registers: half the bytes to stream, the same fp32
+math); that is done only where it is exact (``exactly_bf16``: a bf16 checkpoint loaded as fp32), so
+it changes no number. More rows (prefill) go to torch's GEMM, which wins there.
+
+``DualLayoutLinear`` (no native kernels): small CPU models keep an [in, out] copy of each projection;
+1-2-row decode products read it about 2x faster than the [out, in] layout on AVX2 machines (numbers
+in ``bench/RESULTS.md``), while [out, in] is faster for 8+ rows.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from sparkserve import native
+
 DUAL_LAYOUT_MAX_ROWS = 2  # up to this many rows use the [in, out] copy
+STREAM_MAX_ROWS = 16  # up to this many rows use the streaming kernel (bench/native_linear.py: crossover 16-32)
 
 
 class DualLayoutLinear(nn.Module):
@@ -28,6 +37,39 @@ class DualLayoutLinear(nn.Module):
         return nn.functional.linear(x, self.weight, self.bias)
 
 
+def exactly_bf16(weight: torch.Tensor) -> bool:
+    """True when every value of ``weight`` is a bf16 number (so bf16 storage loses nothing)."""
+    return weight.dtype == torch.bfloat16 or torch.equal(weight, weight.to(torch.bfloat16).to(weight.dtype))
+
+
+class StreamLinear(nn.Module):
+    """y = x @ weight.T + bias for inference on the CPU; weight [out, in] stored fp32 or bf16, math in fp32.
+
+    fp32 inputs of at most ``STREAM_MAX_ROWS`` rows (any leading shape) go to the native streaming
+    kernel; larger ones, other input dtypes and autograd go to torch (bf16 weights widened per call)."""
+
+    def __init__(self, linear: nn.Module, bf16_when_exact: bool = False):
+        super().__init__()
+        weight = linear.weight.detach()
+        if bf16_when_exact and weight.dtype == torch.float32 and exactly_bf16(weight):
+            weight = weight.to(torch.bfloat16)
+        self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)  # [out, in]
+        bias = getattr(linear, "bias", None)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.out_features, self.in_features = self.weight.shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // max(x.shape[-1], 1)
+        if x.dtype == torch.float32 and rows <= STREAM_MAX_ROWS and not torch.is_grad_enabled():
+            y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
+        weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
+        return nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weight={self.weight.dtype}"
+
+
 def use_dual_layout(module: nn.Module, names: tuple[str, ...]) -> None:
     """Replace the named nn.Linear children of ``module`` with DualLayoutLinear (in place)."""
     for name in names:
@@ -36,14 +78,45 @@ def use_dual_layout(module: nn.Module, names: tuple[str, ...]) -> None:
             setattr(module, name, DualLayoutLinear(child))
 
 
+def _replace_linears(module: nn.Module, make) -> int:
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in (nn.Linear, DualLayoutLinear):
+                setattr(parent, name, make(child))
+                count += 1
+    return count
+
+
 def use_dual_layout_everywhere(module: nn.Module) -> int:
     """Replace every nn.Linear inside ``module`` with DualLayoutLinear (in place); returns how many.
     For drafters on CPU: their sequential steps (Eagle3's chain, the Markov head) are 1-2 row
     products at low concurrency, exactly where the [in, out] copy pays."""
-    count = 0
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, DualLayoutLinear(child))
-                count += 1
-    return count
+    return _replace_linears(module, lambda child: child if isinstance(child, DualLayoutLinear) else DualLayoutLinear(child))
+
+
+def use_stream_linears(module: nn.Module, bf16_when_exact: bool = False) -> int:
+    """Replace every nn.Linear (or DualLayoutLinear) inside ``module`` with StreamLinear (in place);
+    returns how many. Needs the native kernels (``sparkserve.native.available()``)."""
+    native.require()
+    return _replace_linears(module, lambda child: StreamLinear(child, bf16_when_exact))
+
+
+def use_cpu_inference_linears(module: nn.Module, bf16_when_exact: bool = False, dual_layout: bool = True) -> str:
+    """The CPU inference linears for ``module``: StreamLinear everywhere when the native kernels are
+    available, else DualLayoutLinear (when ``dual_layout``), else unchanged. Returns which ("stream",
+    "dual", "torch")."""
+    if native.available():
+        use_stream_linears(module, bf16_when_exact)
+        return "stream"
+    if dual_layout:
+        use_dual_layout_everywhere(module)
+        return "dual"
+    return "torch"
+
+
+def weight_storage(module: nn.Module) -> str:
+    """The dtypes the linear weights of ``module`` are stored in, e.g. "bfloat16" or "float32+bfloat16"."""
+    dtypes = sorted({str(m.weight.dtype).removeprefix("torch.") for m in module.modules()
+                     if isinstance(m, (nn.Linear, DualLayoutLinear, StreamLinear))})
+    return "+".join(dtypes) or "none"

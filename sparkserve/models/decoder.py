@@ -12,7 +12,7 @@ from torch import nn
 
 from sparkserve.attention.base import AttentionContext, DenseCausalContext
 from sparkserve.layers import fused
-from sparkserve.layers.linear import DualLayoutLinear, use_dual_layout
+from sparkserve.layers.linear import use_cpu_inference_linears
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.hf_config import DecoderConfig
@@ -135,18 +135,17 @@ class DecoderForCausalLM(nn.Module):
         feats = torch.cat([captured[i] for i in capture_layer_ids], dim=-1) if capture_layer_ids else None
         return self.model.norm(x), feats
 
-    def fuse_for_inference(self) -> "DecoderForCausalLM":
+    def fuse_for_inference(self, bf16_when_exact: bool = False) -> "DecoderForCausalLM":
         """Fuse q/k/v and gate/up projections (serving only; the fused model has no HF state dict).
-        Small CPU models also keep [in, out] weight copies for fast 1-2 row decode products."""
-        dual = self.lm_head.weight.device.type == "cpu" and sum(p.numel() for p in self.parameters()) < 250e6
+        On a CPU every projection and lm_head then becomes a StreamLinear when the native kernels are
+        built (bf16 storage where exact, if ``bf16_when_exact``), else small models keep [in, out]
+        weight copies for fast 1-2 row decode products (layers/linear.py)."""
         for layer in self.model.layers:
             layer.self_attn.fuse()
             layer.mlp.fuse()
-            if dual:
-                use_dual_layout(layer.self_attn, ("qkv_proj", "o_proj"))
-                use_dual_layout(layer.mlp, ("gate_up_proj", "down_proj"))
-        if dual:
-            self.lm_head = DualLayoutLinear(self.lm_head)
+        if self.lm_head.weight.device.type == "cpu":
+            small = sum(p.numel() for p in self.parameters()) < 250e6
+            use_cpu_inference_linears(self, bf16_when_exact, dual_layout=small)
         return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from sparkserve.attention.base import PagedAttentionContext
 from sparkserve.attention.registry import get_backend
+from sparkserve.layers.linear import weight_storage
 from sparkserve.runner import spec_step
 from sparkserve.runner.draft_probs import DraftProbs
 from sparkserve.runner.input_batch import flatten
@@ -30,7 +31,8 @@ class ModelRunner:
         self.model = model
         cfg = model.config
         self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        self.dtype = next(model.parameters()).dtype  # activations and KV cache
+        self.weight_dtypes = weight_storage(model)  # linear weights: "float32", "bfloat16" (bf16 storage), ...
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.vocab_size = cfg.vocab_size

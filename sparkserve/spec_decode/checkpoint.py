@@ -13,7 +13,7 @@ import os
 import torch
 
 from sparkserve.attention.registry import get_backend
-from sparkserve.layers.linear import use_dual_layout_everywhere
+from sparkserve.layers.linear import use_cpu_inference_linears
 from sparkserve.models.hf_config import DecoderConfig, read_config_json
 from sparkserve.models.loader import DTYPES, read_state_dict
 from sparkserve.spec_decode.drafters.config import DraftConfig
@@ -155,7 +155,7 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=_resolve_dtype(dtype, target_model, device)).eval()
     if device.type == "cpu":
-        use_dual_layout_everywhere(model)  # 1-2 row products (chain/Markov steps) twice as fast on CPU
+        use_cpu_inference_linears(model)  # the chain/Markov steps are 1-2 row products (layers/linear.py)
     backend = get_backend(attention_backend, device.type)
     if dcfg.kind == "eagle3":
         proposer = Eagle3Proposer(model, num_blocks, block_size, attention_backend=backend)

@@ -8,7 +8,7 @@ from sparkserve.engine.spec_control import NoSpecControl, SpecControl, cost_key
 from sparkserve.spec_decode.cost_model import CostTable
 from sparkserve.step import SamplingMeta, ScheduledSeq, SeqResult, StepPlan, StepResult
 
-RUNNER = SimpleNamespace(dtype="torch.float32", backend=SimpleNamespace(name="torch"), device="cpu")
+RUNNER = SimpleNamespace(dtype="torch.float32", weight_dtypes="float32", backend=SimpleNamespace(name="torch"), device="cpu")
 BUDGET = 64
 
 

@@ -1,0 +1,152 @@
+// Weight-streaming matrix products for the decode / verify / draft shapes of a CPU step:
+//   y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]),  x fp32 [M, K], w fp32 or bf16 [N, K] (HF layout), y fp32.
+// Every weight row is read from memory once per call whatever M is: the kernel walks groups of weight
+// rows, keeps them in L1, and runs every tile of up to kTileRows x-rows against them. Each y[m, n] is
+// one fp32 dot product summed in the same order for any M, so a row's result does not depend on the
+// rows batched beside it (a 1-token decode and a 1+7 verify block compute the same numbers).
+// bf16 weights are widened to fp32 in registers (a 16-bit shift): fp32 math on bf16 storage, half
+// the bytes to stream, no bf16 dot-product instructions needed.
+#pragma once
+
+#include <c10/util/BFloat16.h>
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define SPARKSERVE_LINEAR_LANES 16
+#elif defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SPARKSERVE_LINEAR_LANES 8
+#else
+#define SPARKSERVE_LINEAR_LANES 1
+#endif
+
+namespace sparkserve_linear {
+
+using bf16 = c10::BFloat16;
+constexpr int kLanes = SPARKSERVE_LINEAR_LANES;
+// Register tile: kWeightRows weight rows x kTileRows x-rows of accumulators (16 of 32 zmm on AVX-512,
+// 8 of 16 ymm on AVX2), so even a 1-row product keeps several independent FMA chains in flight.
+#if SPARKSERVE_LINEAR_LANES == 16
+#define SPARKSERVE_LINEAR_WROWS 4
+#else
+#define SPARKSERVE_LINEAR_WROWS 2
+#endif
+#define SPARKSERVE_LINEAR_TROWS 4
+constexpr int kWeightRows = SPARKSERVE_LINEAR_WROWS;
+constexpr int kTileRows = SPARKSERVE_LINEAR_TROWS;
+
+inline float widen(float v) { return v; }
+inline float widen(bf16 v) {
+  const uint32_t u = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+#if SPARKSERVE_LINEAR_LANES == 16
+using Vec = __m512;
+inline Vec vzero() { return _mm512_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec vload(const bf16* p) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float vsum(Vec v) { return _mm512_reduce_add_ps(v); }
+#elif SPARKSERVE_LINEAR_LANES == 8
+using Vec = __m256;
+inline Vec vzero() { return _mm256_setzero_ps(); }
+inline Vec vload(const float* p) { return _mm256_loadu_ps(p); }
+inline Vec vload(const bf16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float vsum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+#else
+using Vec = float;
+inline Vec vzero() { return 0.f; }
+inline Vec vload(const float* p) { return *p; }
+inline Vec vload(const bf16* p) { return widen(*p); }
+inline Vec vfma(Vec a, Vec b, Vec c) { return a * b + c; }
+inline float vsum(Vec v) { return v; }
+#endif
+
+// Dots of kRows x-rows with `nw` (1 or 2) weight rows over K. The vector part reads the tile's
+// packed copy `xp` ([K / kLanes][kRows][kLanes], so the rows never alias in L1 whatever K's stride);
+// the K tail (K % kLanes) is summed in scalar from `x` afterwards, in the same order for any row count.
+template <int kRows, typename W>
+inline void tile(const float* xp, const float* x, int64_t ldx, const W* w, int64_t ldw, int nw, int64_t k_len,
+                 float out[kWeightRows][kTileRows]) {
+  Vec acc[kWeightRows][kRows];
+  for (int j = 0; j < kWeightRows; ++j)
+    for (int r = 0; r < kRows; ++r) acc[j][r] = vzero();
+  const int64_t k_vec = k_len - k_len % kLanes;
+  const W* wr[kWeightRows];
+  for (int j = 0; j < kWeightRows; ++j) wr[j] = w + (j < nw ? j : 0) * ldw;  // missing rows re-read row 0
+  for (int64_t k = 0; k < k_vec; k += kLanes, xp += kRows * kLanes) {
+    Vec wv[kWeightRows];
+    for (int j = 0; j < kWeightRows; ++j) wv[j] = vload(wr[j] + k);
+    for (int r = 0; r < kRows; ++r) {
+      const Vec xv = vload(xp + r * kLanes);
+      for (int j = 0; j < kWeightRows; ++j) acc[j][r] = vfma(wv[j], xv, acc[j][r]);
+    }
+  }
+  for (int j = 0; j < nw; ++j) {
+    for (int r = 0; r < kRows; ++r) {
+      float s = vsum(acc[j][r]);
+      for (int64_t k = k_vec; k < k_len; ++k) s += x[r * ldx + k] * widen(wr[j][k]);
+      out[j][r] = s;
+    }
+  }
+}
+
+// Packs x [M, K] tile by tile into [M / kTileRows][K / kLanes][rows][kLanes] (the vector part of K only);
+// `packed` holds M * (K - K % kLanes) floats.
+inline void pack_x(const float* x, int64_t m_len, int64_t k_len, float* packed) {
+  const int64_t k_vec = k_len - k_len % kLanes;
+  for (int64_t m = 0; m < m_len; m += kTileRows) {
+    const int64_t rows = m_len - m < kTileRows ? m_len - m : kTileRows;
+    float* dst = packed + m * k_vec;
+    for (int64_t k = 0; k < k_vec; k += kLanes)
+      for (int64_t r = 0; r < rows; ++r, dst += kLanes) std::memcpy(dst, x + (m + r) * k_len + k, kLanes * sizeof(float));
+  }
+}
+
+// y rows [0, M) x weight rows [n0, n1) (x also packed by pack_x): the caller splits N across threads.
+template <typename W>
+void linear_rows(const float* x, const float* packed, int64_t m_len, int64_t k_len, const W* w, const float* bias, float* y,
+                 int64_t n_len, int64_t n0, int64_t n1) {
+  float out[kWeightRows][kTileRows];
+  for (int64_t n = n0; n < n1; n += kWeightRows) {
+    const int nw = static_cast<int>(n1 - n < kWeightRows ? n1 - n : kWeightRows);
+    const W* wn = w + n * k_len;
+    for (int64_t m = 0; m < m_len; m += kTileRows) {
+      const int rows = static_cast<int>(m_len - m < kTileRows ? m_len - m : kTileRows);
+      const float* xm = x + m * k_len;
+      const float* pm = packed + m * (k_len - k_len % kLanes);
+      switch (rows) {
+#define SPARKSERVE_TILE_CASE(R) \
+  case R: tile<R>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+        SPARKSERVE_TILE_CASE(1)
+        SPARKSERVE_TILE_CASE(2) SPARKSERVE_TILE_CASE(3) SPARKSERVE_TILE_CASE(4)
+#undef SPARKSERVE_TILE_CASE
+        default: break;
+      }
+      for (int j = 0; j < nw; ++j) {
+        const float b = bias ? bias[n + j] : 0.f;
+        for (int r = 0; r < rows; ++r) y[(m + r) * n_len + n + j] = out[j][r] + b;
+      }
+    }
+  }
+}
+
+}  // namespace sparkserve_linear
