@@ -1,7 +1,9 @@
 """Attention backend registry: name -> (module, class), imported only when asked for.
 
-A new backend (Triton, FlashInfer, ...) implements ``attention.base.AttentionBackend`` (target steps
-and drafting) in its own module and adds one line here. ``auto`` picks ``cpu`` (the native paged
+A new backend implements ``attention.base.AttentionBackend`` (target steps and drafting) in its own
+module and adds one line here. ``triton`` and ``flashinfer`` need a CUDA device (and their packages:
+``pip install -e '.[gpu]'``); asked for elsewhere they raise a clear error (triton also runs under
+``TRITON_INTERPRET=1`` on a CPU, for tests). ``auto`` picks ``cpu`` (the native paged
 kernels, ``csrc/attention.cpp``) on a CPU device when ``sparkserve.native.available()``, else
 ``torch``; ``SPARKSERVE_ATTENTION_BACKEND=<name>`` makes ``auto`` mean that backend instead (tests
 and benchmarks run the same code against each backend with it).
@@ -17,7 +19,10 @@ log = logging.getLogger("sparkserve.attention")
 _BACKENDS = {
     "torch": ("sparkserve.attention.torch_backend", "TorchBackend"),
     "cpu": ("sparkserve.attention.cpu_backend", "CpuNativeBackend"),
+    "triton": ("sparkserve.attention.triton_backend", "TritonBackend"),
+    "flashinfer": ("sparkserve.attention.flashinfer_backend", "FlashInferBackend"),
 }
+_CUDA_ONLY = ("triton", "flashinfer")  # triton also runs on a CPU under TRITON_INTERPRET=1 (tests)
 _announced: set[str] = set()
 
 
@@ -48,6 +53,10 @@ def _native_available() -> bool:
     return native.available()
 
 
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
 def get_backend(name: str, device: str = "cpu"):
     """Return a backend instance for ``name`` (or ``auto``, see ``resolve``)."""
     name = resolve(name, device)
@@ -57,6 +66,9 @@ def get_backend(name: str, device: str = "cpu"):
     if name == "cpu" and not _native_available():
         raise ValueError("attention backend 'cpu' is not available here: the native CPU kernels are off or did not "
                          "build (see the sparkserve.native log line); use 'torch' or 'auto'")
+    if name in _CUDA_ONLY and device != "cuda" and not (name == "triton" and _triton_interpreted()):
+        raise ValueError(f"attention backend {name!r} needs a CUDA device (this engine runs on {device}); "
+                         "use 'auto', 'cpu' or 'torch'")
     module_name, cls_name = _BACKENDS[name]
     try:
         module = importlib.import_module(module_name)

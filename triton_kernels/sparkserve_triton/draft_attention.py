@@ -76,6 +76,7 @@ def draft_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     """q [R, Q, Hq, D]; fresh k/v [R, F, Hkv, D] (Q <= F); caches [num_blocks, block_size, Hkv, D];
     block_tables [R, W] int32 covering each context; context_lens [R] int32 -> [R, Q, Hq, D] in q's dtype."""
     check_device(q, k, v, k_cache, block_tables)
+    q, k, v = (t if t.stride(3) == 1 else t.contiguous() for t in (q, k, v))
     num_req, num_query, num_heads, head_dim = q.shape
     num_fresh, num_kv_heads = k.shape[1], k.shape[2]
     if num_query > num_fresh:
@@ -83,7 +84,7 @@ def draft_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
     out = torch.empty_like(q)
     if num_req == 0 or num_query == 0:
         return out
-    assert q.stride(3) == k.stride(3) == v.stride(3) == k_cache.stride(3) == 1
+    assert k_cache.stride(3) == 1
     assert k_cache.stride() == v_cache.stride() and k_cache.stride(0) == k_cache.shape[1] * k_cache.stride(1)
     if block_tables.shape[1] == 0:  # no request has context: any valid pointer will do, nothing is read
         block_tables = torch.zeros(num_req, 1, dtype=torch.int32, device=block_tables.device)

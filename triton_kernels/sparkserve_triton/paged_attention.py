@@ -115,13 +115,14 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
     block_tables [B, W] int32; seq_lens [B] int32; query_start_loc [B + 1] int32; max_query_len: the
     longest row count of any sequence (host int, sizes the grid) -> [T, Hq, D] in q's dtype."""
     check_device(q, k_cache, v_cache, block_tables)
+    q = q if q.stride(2) == 1 else q.contiguous()
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     out = torch.empty_like(q)
     num_seqs = seq_lens.shape[0]
     if num_tokens == 0 or num_seqs == 0:
         return out
-    assert k_cache.stride(3) == 1 and k_cache.stride() == v_cache.stride() and q.stride(2) == 1
+    assert k_cache.stride(3) == 1 and k_cache.stride() == v_cache.stride()
     assert k_cache.stride(0) == k_cache.shape[1] * k_cache.stride(1)  # slots are evenly spaced
     grid = (num_seqs, num_heads, triton.cdiv(max(max_query_len, 1), BLOCK_Q))
     _paged_attention_kernel[grid](
