@@ -41,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--seed", type=int, default=0, help="engine seed for requests without their own (default: 0)")
     m.add_argument("--num-threads", type=int, default=None,
                    help="CPU threads for the engine (default: 1 for models under 200 MB, else torch's default)")
-    m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu"),
+    m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu", "triton", "flashinfer"),
                    help="paged-attention implementation (default: %(default)s = cpu, the native kernels, where "
-                        "they built; else torch)")
+                        "they built; else torch; triton and flashinfer need a CUDA device)")
     m.add_argument("--speculative-config", type=speculative_config_arg, default=None, metavar="JSON",
                    help='speculative decoding as a JSON object of SpecConfig fields, e.g. '
                         '\'{"method": "dspark", "model": "DIR", "num_speculative_tokens": 7, "verify": "lagged"}\'. '

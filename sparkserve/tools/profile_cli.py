@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--device", default="auto")
     p.add_argument("--num-threads", type=int, default=None)
-    p.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu"))
+    p.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu", "triton", "flashinfer"))
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--max-num-batched-tokens", type=int, default=2048, help="the token budget B_max (grid end)")
     p.add_argument("--time-limit", type=float, default=30.0, metavar="S", help="profiling time (default: 30 s)")
