@@ -21,13 +21,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """A usage error is one line (``sparkserve launch: error: ...``), not the usage block before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     from sparkserve import __version__
 
     parser = argparse.ArgumentParser(prog="sparkserve", description="sparkserve: LLM serving with DSpark "
                                      "speculative decoding")
     parser.add_argument("--version", action="version", version=f"sparkserve {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:

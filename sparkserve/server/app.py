@@ -48,7 +48,7 @@ class ServerState:
     def resolve_model(self, name: str | None) -> str:
         if name is None or name in self.model_names:
             return self.model_names[0]
-        raise errors.model_not_found(name)
+        raise errors.model_not_found(name, self.model_names)
 
     def check_accepting(self) -> None:
         if self.draining:
@@ -71,7 +71,7 @@ class ServerState:
         supervisor restarts us."""
         await self.client.ready_event.wait()
         if not self.client.ready:  # the core died before the model was loaded
-            log.error("could not start the engine: %s", self.client.dead_reason)
+            # the client has logged why (once): the core's message already says "could not start the engine"
             self.exit_code = 1
             self.on_exit(1)
             return

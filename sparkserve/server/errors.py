@@ -65,8 +65,10 @@ def invalid_request(message: str, param: str | None = None, code: str | None = N
     return APIError(400, message, "invalid_request_error", param, code)
 
 
-def model_not_found(model: str) -> APIError:
-    return APIError(404, f"the model {model!r} does not exist", "invalid_request_error", "model", "model_not_found")
+def model_not_found(model: str, available: tuple[str, ...] = ()) -> APIError:
+    names = f"; this server serves {', '.join(repr(n) for n in available)}" if available else ""
+    return APIError(404, f"the model {model!r} does not exist{names}", "invalid_request_error", "model",
+                    "model_not_found")
 
 
 def unauthorized() -> APIError:

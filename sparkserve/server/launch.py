@@ -14,19 +14,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 import uvicorn
 
-from sparkserve.cli_args import speculative_config_arg
+from sparkserve.cli_args import speculative_config_arg, with_default_planner
+from sparkserve.server.console import configure_logging, ready_summary
+from sparkserve.server.http_protocol import EnvelopeHttpProtocol
+from sparkserve.server.preflight import preflight
 from sparkserve.server.settings import ServerSettings, generation_defaults, has_tokenizer
 
 log = logging.getLogger("sparkserve.server")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LIMIT_CONCURRENCY = 4096  # open connections + tasks; beyond it uvicorn answers 503
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
+                   help="model directory, as vLLM's positional argument (same as --model)")
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None, metavar="DIR",
                    help="model directory (HF layout: config.json, safetensors, tokenizer); "
@@ -34,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--tokenizer", default=None, metavar="DIR", help="tokenizer directory (default: --model)")
     m.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
                    help="name(s) clients use in the 'model' field; the first is reported in responses "
-                        "(default: the --model argument, or 'sparkserve-demo')")
+                        "(default: the --model argument exactly as given, e.g. 'models/qwen3', or "
+                        "'sparkserve-demo' without --model)")
     m.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
                    help="weight and activation dtype (default: %(default)s)")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
@@ -88,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--engine-heartbeat-timeout", type=float, default=10.0, metavar="S",
                    help="a loaded engine core silent for this long is frozen: killed and handled as dead "
                         "(default: %(default)s)")
+    s.add_argument("--body-read-timeout", type=float, default=30.0, metavar="S",
+                   help="a request body not complete this long after its headers gets 408 (headers themselves: "
+                        "10 s; idle keep-alive connections: 5 s) (default: %(default)s)")
     s.add_argument("--max-n", type=int, default=16, help="largest 'n' a request may ask for, <= 16 (default: 16)")
     s.add_argument("--max-logprobs", type=int, default=20,
                    help="largest logprobs/top_logprobs a request may ask for, <= 20 (default: 20)")
@@ -96,13 +105,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    tag = getattr(args, "model_tag", None)
+    if tag is not None:
+        if args.model is not None and args.model != tag:
+            raise ValueError(f"two models given: {tag!r} (positional) and --model {args.model!r}")
+        args.model = tag
     names = tuple(args.served_model_name or ())
     sampling_defaults = {}
     if args.generation_config == "auto":
         from sparkserve.assets import demo_model_path
 
         sampling_defaults = generation_defaults(args.model or demo_model_path())
-    spec = args.speculative_config
+    spec = with_default_planner(args.speculative_config)
     if spec is None and args.model is None:  # the demo model speculates with its shipped DSpark drafter
         from sparkserve.assets import demo_speculative_config
 
@@ -118,7 +132,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(host=args.host, port=args.port, model=args.model, tokenizer=args.tokenizer,
                           served_model_names=names, api_keys=tuple(args.api_key or ()),
                           max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
-                          shutdown_timeout_s=args.shutdown_timeout, engine_death_exit_s=args.engine_death_exit_s,
+                          shutdown_timeout_s=args.shutdown_timeout, body_read_timeout_s=args.body_read_timeout,
+                          engine_death_exit_s=args.engine_death_exit_s,
                           engine_heartbeat_timeout_s=args.engine_heartbeat_timeout, max_n=args.max_n,
                           max_logprobs=args.max_logprobs, log_level=args.log_level,
                           access_log=not args.disable_uvicorn_access_log, engine_kwargs=engine_kwargs,
@@ -136,7 +151,20 @@ class DrainingServer(uvicorn.Server):
 
     async def serve(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        announce = asyncio.ensure_future(self._announce_ready())
+        try:
+            await super().serve(sockets)
+        finally:
+            announce.cancel()
+
+    async def _announce_ready(self) -> None:
+        client = self.state.client
+        log.info("loading %s in the engine core: /ready answers 503 until the 'ready at' line",
+                 self.state.settings.model_path)
+        await client.ready_event.wait()
+        if client.ready:
+            c = self.config
+            log.info("%s", ready_summary(self.state.settings, client.info, f"http://{c.host}:{c.port}"))
 
     def request_exit(self, code: int) -> None:
         self.should_exit = True
@@ -150,11 +178,9 @@ class DrainingServer(uvicorn.Server):
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args)
-        if settings.model is not None and not os.path.isdir(settings.model):
-            raise ValueError(f"--model {settings.model!r} is not a directory")
+        preflight(settings)  # every configuration error, once, before the port is bound
         tokenizer = None
         if has_tokenizer(settings.tokenizer_path):
             from sparkserve.models.tokenizer import Tokenizer  # torch-free
@@ -163,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"sparkserve launch: error: {e}", file=sys.stderr)
         return 2
+    configure_logging(args.log_level)
     if settings.sampling_defaults:
         logging.getLogger("sparkserve.server").info(
             "requests that omit them get the model's generation_config sampling: %s (--generation-config none "
@@ -177,8 +204,9 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         loop = "asyncio"
     config = uvicorn.Config(app, host=settings.host, port=settings.port, loop=loop, lifespan="on",
-                            log_level=settings.log_level, access_log=settings.access_log,
-                            timeout_graceful_shutdown=5, timeout_keep_alive=5)
+                            log_level=settings.log_level, access_log=settings.access_log, log_config=None,
+                            http=EnvelopeHttpProtocol, timeout_graceful_shutdown=5, timeout_keep_alive=5,
+                            limit_concurrency=LIMIT_CONCURRENCY)
     state = app.state.server
     DrainingServer(config, state).run()
     return state.exit_code

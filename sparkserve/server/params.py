@@ -32,10 +32,37 @@ def decode_json(body: bytes, type_):
         raise invalid_request(f"invalid request: {e}", param=m.group(1) if m and m.group(1) else None) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as e:
         raise invalid_request(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise invalid_request("the request body is nested too deeply") from None
 
 
-def chat_prompt(req: ChatCompletionRequest, tokenizer) -> tuple[str, list[int]]:
-    """Render the chat template and tokenize (the engine's rule: special tokens added)."""
+def longest_token_bytes(tokenizer) -> int:
+    """An upper bound on the UTF-8 bytes one token covers (its vocabulary string's length; byte-level
+    and sentencepiece pieces spell a byte or a space with one or more characters, never fewer)."""
+    hf, sp = getattr(tokenizer, "_hf", None), getattr(tokenizer, "_sp", None)
+    if hf is not None:
+        pieces = hf.get_vocab(with_added_tokens=True)
+    elif sp is not None:
+        pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    else:
+        return 64
+    return max((len(p.encode("utf-8")) for p in pieces), default=1)
+
+
+def check_prompt_size(text: str, max_prompt_bytes: int | None, param: str) -> None:
+    """400 (context_length_exceeded) without tokenizing when ``text`` cannot fit the context:
+    more UTF-8 bytes than ``max_prompt_bytes`` (context tokens x the longest token's bytes)."""
+    if max_prompt_bytes is None or len(text) <= max_prompt_bytes // 4:  # 4 bytes per char at most
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_prompt_bytes:
+        raise invalid_request(f"the prompt is {size} bytes, more than this model's context can hold in tokens "
+                              f"(at most {max_prompt_bytes} bytes)", param, "context_length_exceeded")
+
+
+def chat_prompt(req: ChatCompletionRequest, tokenizer, max_prompt_bytes: int | None = None) -> tuple[str, list[int]]:
+    """Render the chat template and tokenize (the engine's rule: special tokens added); a text that
+    cannot fit the context is refused before tokenizing (``check_prompt_size``)."""
     if tokenizer is None:
         raise invalid_request("this model has no tokenizer; use /v1/completions with prompt token ids")
     if not req.messages:
@@ -49,9 +76,12 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer) -> tuple[str, list[int]]:
         if isinstance(content, list):
             parts = []
             for j, part in enumerate(content):
-                if part.type != "text" or part.text is None:
+                if part.type != "text":
                     raise invalid_request(f"content part type {part.type!r} is not supported (text only)",
                                           f"messages[{i}].content[{j}]")
+                if part.text is None:
+                    raise invalid_request("a content part of type 'text' needs a 'text' string",
+                                          f"messages[{i}].content[{j}].text")
                 parts.append(part.text)
             content = "".join(parts)
         if content is None:
@@ -66,10 +96,12 @@ def chat_prompt(req: ChatCompletionRequest, tokenizer) -> tuple[str, list[int]]:
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True)
     except ValueError as e:
         raise invalid_request(str(e), "messages") from None
+    check_prompt_size(text, max_prompt_bytes, "messages")
     return text, tokenizer.encode(text, add_special_tokens=True)
 
 
-def completion_prompt(req: CompletionRequest, tokenizer) -> tuple[str | None, list[int]]:
+def completion_prompt(req: CompletionRequest, tokenizer,
+                      max_prompt_bytes: int | None = None) -> tuple[str | None, list[int]]:
     prompt = req.prompt
     if prompt is None:
         raise invalid_request("prompt is required", "prompt")
@@ -87,6 +119,7 @@ def completion_prompt(req: CompletionRequest, tokenizer) -> tuple[str | None, li
         raise invalid_request("this model has no tokenizer; send prompt token ids", "prompt")
     if not prompt:
         raise invalid_request("prompt is empty", "prompt")
+    check_prompt_size(prompt, max_prompt_bytes, "prompt")
     return prompt, tokenizer.encode(prompt, add_special_tokens=True)
 
 

@@ -19,8 +19,9 @@ from sparkserve.engine.client import RequestState
 from sparkserve.errors import EngineError
 from sparkserve.outputs import SpecDecodeStats
 from sparkserve.server import errors
+from sparkserve.server.console import log_request
 from sparkserve.server.params import (COMPLETIONS_DEFAULT_MAX_TOKENS, chat_prompt, completion_prompt, decode_json,
-                                      request_params, sampling_kwargs)
+                                      longest_token_bytes, request_params, sampling_kwargs)
 from sparkserve.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
 from sparkserve.server.responses import DONE_EVENT, ChatFormatter, Choice, CompletionFormatter
 
@@ -31,8 +32,9 @@ class ClientDisconnected(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 as soon as it is known to exceed ``limit`` (header or bytes seen)."""
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` (header or bytes seen), or
+    408 when it is not complete ``timeout_s`` after the headers (a half-sent request holds nothing long)."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -40,20 +42,28 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise errors.body_too_large(limit)
         except ValueError:
             raise errors.invalid_request("invalid Content-Length header") from None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.body_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    async def collect() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise errors.body_too_large(limit)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(collect(), timeout_s)
+    except asyncio.TimeoutError:
+        raise errors.APIError(408, f"the request body did not arrive within {timeout_s:g} s",
+                              "invalid_request_error", None, "request_timeout", {"Connection": "close"}) from None
 
 
 class Generation:
     """An admitted request: accumulates its choices, enforces its deadline, cleans up once."""
 
-    def __init__(self, server, state: RequestState, n: int):
-        self.server, self.state = server, state
+    def __init__(self, server, state: RequestState, n: int, kind: str = "chat"):
+        self.server, self.state, self.kind = server, state, kind
         self.timeout_s = server.settings.request_timeout_s
         self.deadline = state.arrival + self.timeout_s if self.timeout_s else None
         self.choices = [Choice() for _ in range(n)]
@@ -111,6 +121,8 @@ class Generation:
         if not self.finished:
             self.server.client.abort(self.state.request_id)
         self.server.exit_request()
+        log_request(self.state.request_id, self.kind, self.state.num_prompt_tokens, self.choices, self.spec_decode,
+                    self.state.arrival, "finished" if self.finished else "aborted")
 
 
 class SSEResponse(StreamingResponse):
@@ -150,16 +162,26 @@ async def _watch_disconnect(request: Request, queue: asyncio.Queue) -> None:
     queue.put_nowait(_DISCONNECTED)
 
 
+def max_prompt_bytes(server) -> int | None:
+    """The most UTF-8 bytes a prompt text that fits the context can have (cached on the server state)."""
+    cached = getattr(server, "_max_prompt_bytes", None)
+    info = server.client.info
+    if cached is None and server.tokenizer is not None and info is not None:
+        cached = server._max_prompt_bytes = info.max_model_len * longest_token_bytes(server.tokenizer)
+    return cached
+
+
 async def generate(request: Request, kind: str) -> Response:
     """POST /v1/chat/completions (kind "chat") and /v1/completions (kind "completion")."""
     server = request.app.state.server
     settings = server.settings
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout_s)
     if kind == "chat":
         req = decode_json(body, ChatCompletionRequest)
         model = server.resolve_model(req.model)
         server.check_accepting()
-        prompt, ids = chat_prompt(req, server.tokenizer)
+        # off the event loop: a long prompt must not stall /health and live streams while it tokenizes
+        prompt, ids = await asyncio.to_thread(chat_prompt, req, server.tokenizer, max_prompt_bytes(server))
         if req.top_logprobs is not None and not req.logprobs:
             raise errors.invalid_request("top_logprobs requires logprobs to be true", "top_logprobs")
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
@@ -170,7 +192,7 @@ async def generate(request: Request, kind: str) -> Response:
         req = decode_json(body, CompletionRequest)
         model = server.resolve_model(req.model)
         server.check_accepting()
-        prompt, ids = completion_prompt(req, server.tokenizer)
+        prompt, ids = await asyncio.to_thread(completion_prompt, req, server.tokenizer, max_prompt_bytes(server))
         logprobs = req.logprobs
         max_tokens = req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS
         kwargs = sampling_kwargs(req, settings, max_tokens, logprobs, "logprobs")
@@ -187,7 +209,7 @@ async def generate(request: Request, kind: str) -> Response:
     except BaseException:
         server.exit_request()
         raise
-    gen = Generation(server, state, n)
+    gen = Generation(server, state, n, kind)
     if req.stream:
         return SSEResponse(_events(gen, fmt, include_usage), on_close=gen.close)
     watcher = asyncio.create_task(_watch_disconnect(request, state.queue))

@@ -26,6 +26,7 @@ class ServerSettings:
     shutdown_timeout_s: float = 30.0
     engine_death_exit_s: float = 2.0  # after the engine core dies or freezes: answer 503 this long, then exit 1
     engine_heartbeat_timeout_s: float = 10.0  # no message from a loaded core for this long: frozen
+    body_read_timeout_s: float = 30.0  # a request body not complete this long after its headers: 408
     max_n: int = 16
     max_logprobs: int = 20
     log_level: str = "info"
@@ -36,17 +37,22 @@ class ServerSettings:
     sampling_defaults: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if any(not key.strip() for key in self.api_keys):
+            raise ValueError("--api-key is empty (an unset environment variable?); give a non-empty key or "
+                             "omit --api-key to serve without authentication")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be in [1, 65535], got {self.port}")
         if self.max_body_bytes < 1024:
             raise ValueError(f"max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if self.request_timeout_s < 0 or self.shutdown_timeout_s < 0 or self.engine_death_exit_s < 0:
             raise ValueError("timeouts must be >= 0")
+        if self.engine_heartbeat_timeout_s < 1:
+            raise ValueError(f"engine_heartbeat_timeout_s must be >= 1, got {self.engine_heartbeat_timeout_s}")
+        if not self.body_read_timeout_s > 0:
+            raise ValueError(f"--body-read-timeout must be > 0 seconds, got {self.body_read_timeout_s}")
         if not 1 <= self.max_n <= 16:
             raise ValueError(f"max_n must be in [1, 16], got {self.max_n}")
         if not 0 <= self.max_logprobs <= 20:
-        if self.engine_heartbeat_timeout_s < 1:
-            raise ValueError(f"engine_heartbeat_timeout_s must be >= 1, got {self.engine_heartbeat_timeout_s}")
             raise ValueError(f"max_logprobs must be in [0, 20], got {self.max_logprobs}")
 
     @property
@@ -84,8 +90,11 @@ def generation_defaults(model_dir: str) -> dict[str, Any]:
     path = os.path.join(model_dir, "generation_config.json")
     if not os.path.exists(path):
         return {}
-    with open(path) as f:
-        gen = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            gen = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e} (--generation-config none skips it)") from None
     if not isinstance(gen, dict) or gen.get("do_sample") is False:
         return {}
     return {k: gen[k] for k in SAMPLING_DEFAULT_FIELDS if isinstance(gen.get(k), (int, float))}

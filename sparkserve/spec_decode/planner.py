@@ -218,8 +218,13 @@ class Planner:
         if reason not in self._logged:
             self._logged.add(reason)
             # the lagged planner's first steps have no two-step-old confidences yet: expected, not a problem
-            level = logging.INFO if reason == "lagged_warmup" else logging.WARNING
-            log.log(level, "verify planner %r falls back (%s)", self.mode, reason)
+            if reason == "lagged_warmup":
+                log.debug("verify planner %r verifies every draft until it has confidences %d steps old",
+                          self.mode, self.lag)
+            elif reason == "no_confidences":  # e.g. eagle3, ngram: the draft gate still decides whether to draft
+                log.info("verify planner %r: this drafter has no confidences; every draft is verified", self.mode)
+            else:
+                log.warning("verify planner %r falls back (%s)", self.mode, reason)
 
     def __call__(self, requests: Sequence, num_other_tokens: int = 0) -> list[int]:
         num_prefill = max(int(num_other_tokens), 0)

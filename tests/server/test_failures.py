@@ -2,6 +2,7 @@
 
 The requests here ask for ``FOREVER_TOKENS`` tokens: they cannot finish before the deadline or the
 kill however fast the engine is, so what ends them is always what the test is about."""
+import json
 import os
 import signal
 import threading
@@ -10,6 +11,7 @@ import time
 import httpx
 import pytest
 
+from tests.models.hf_fixtures import make_hf_model
 from tests.server.conftest import FOREVER_TOKENS, LONG_ARGS, MODEL_NAME
 from tests.server.server_proc import ServerProcess, pid_alive, wait_for
 
@@ -82,10 +84,11 @@ def test_engine_crash_fails_requests_and_health(fragile_server):
 
 
 def test_engine_start_failure_exits_nonzero(tmp_path):
-    bad = tmp_path / "not-a-model"
-    bad.mkdir()
-    (bad / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"]}')
-    proc = ServerProcess(str(bad), str(tmp_path / "bad.log"))
+    # passes the launcher's checks (config.json and weights present), fails in the engine core
+    bad = make_hf_model(str(tmp_path / "not-a-model"), "qwen3", tied=True, seed=1)
+    config = json.loads((tmp_path / "not-a-model" / "config.json").read_text())
+    (tmp_path / "not-a-model" / "config.json").write_text(json.dumps({**config, "architectures": ["NoSuchForCausalLM"]}))
+    proc = ServerProcess(bad, str(tmp_path / "bad.log"))
     try:
         assert proc.proc.wait(180) == 1
     finally:
