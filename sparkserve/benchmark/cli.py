@@ -64,6 +64,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     w.add_argument("--prefix-len", type=int, default=256, help="shared-prefix: prefix tokens (default: %(default)s)")
     w.add_argument("--num-prefixes", type=int, default=4, help="shared-prefix: distinct prefixes (default: 4)")
     w.add_argument("--tokenizer", default=None, help="tokenizer dir/file (default: the demo model's)")
+    w.add_argument("--vocab-size", type=int, default=None,
+                   help="random prompts draw token ids from [V/32, 15V/16) (default: the tokenizer's size)")
     w.add_argument("--ignore-eos", action="store_true", help="send ignore_eos (sparkserve, vLLM, llama.cpp)")
     w.add_argument("--temperature", type=float, default=None, help="default: the server's")
     w.add_argument("--extra-body", type=json.loads, default={}, metavar="JSON", help="merged into every request")
@@ -104,7 +106,9 @@ def build_workload(args, num: int, seed: int, tokenizer):
 
     out_len = None if args.output_len == "dataset" else int(args.output_len)
     if args.dataset in ("random", "shared-prefix"):
+        vocab = args.vocab_size or tokenizer.get_vocab_size()
         convs = wl.random_workload(num, args.random_input_len, out_len or 128, args.random_range_ratio, seed,
+                                   vocab=(vocab // 32, vocab * 15 // 16),
                                    prefix_len=args.prefix_len if args.dataset == "shared-prefix" else 0,
                                    num_prefixes=args.num_prefixes)
         return wl.as_text(convs, tokenizer) if args.endpoint == "chat" else convs
@@ -190,7 +194,8 @@ async def _measure(args, sess, targets, slo) -> None:
     from sparkserve.benchmark.session import run_all, warm_up
     from sparkserve.benchmark.workloads import load_tokenizer
 
-    needs_tok = args.output_len == "dataset" or (args.dataset in ("random", "shared-prefix") and args.endpoint == "chat")
+    random_ids = args.dataset in ("random", "shared-prefix")
+    needs_tok = args.output_len == "dataset" or (random_ids and (args.endpoint == "chat" or not args.vocab_size))
     tokenizer = load_tokenizer(args.tokenizer) if needs_tok else None
     loads = load_points(args)
     cache = {}

@@ -65,7 +65,7 @@ class RequestSpec:
 async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, max_tokens: int) -> RequestRecord:
     """Stream one request; every failure becomes ``record.error`` (never raised)."""
     rec = RequestRecord(send_s=time.perf_counter())
-    parts, num_events = [], 0
+    parts, num_events, last_choice_t = [], 0, None
     try:
         async for t, data in client.stream_events(spec.path(), spec.payload(history, turn, max_tokens)):
             if data == b"[DONE]":
@@ -74,6 +74,7 @@ async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, m
             if "error" in obj:
                 raise HttpError(obj["error"].get("code") or 500, data)
             for choice in obj.get("choices") or ():
+                last_choice_t = t
                 piece = (choice.get("delta") or {}).get("content") if spec.endpoint == "chat" else choice.get("text")
                 if not piece and "message" in choice:  # a server that ignored stream=True
                     piece = choice["message"].get("content")
@@ -88,6 +89,8 @@ async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, m
                 rec.spec_decode = usage.get("spec_decode")
         rec.end_s = time.perf_counter()
         rec.output_tokens = rec.output_tokens or num_events  # no usage: one token per event (an estimate)
+        if not rec.event_times_s and rec.output_tokens and last_choice_t is not None:
+            rec.event_times_s.append(last_choice_t)  # tokens without visible text: first output = last choice
         if not rec.event_times_s:
             rec.error = "no output tokens in the response"
     except HttpError as e:

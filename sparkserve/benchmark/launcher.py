@@ -36,8 +36,7 @@ class LaunchedServer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the launched server exited with {self.proc.returncode}; last log lines:\n"
-                                   f"{self.log_tail()}")
+                raise RuntimeError(f"the launched server exited with {self.proc.returncode}: {self.last_error()}")
             try:
                 with urllib.request.urlopen(self.url + "/ready", timeout=2) as r:
                     if r.status == 200:
@@ -47,6 +46,12 @@ class LaunchedServer:
             time.sleep(0.25)
         self.stop()
         raise RuntimeError(f"the launched server was not ready after {timeout_s:.0f} s; log: {self.log_path}")
+
+    def last_error(self) -> str:
+        """The log's last ERROR line (or its last line): why the server did not come up."""
+        lines = [ln.strip() for ln in self.log_tail().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if " ERROR " in ln or "Error" in ln]
+        return (errors or lines or ["(empty log)"])[-1]
 
     def log_tail(self, num_chars: int = 3000) -> str:
         self._log.flush()

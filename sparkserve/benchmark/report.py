@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import statistics
 
 from sparkserve.benchmark.frontier import FrontierPoint
@@ -13,9 +14,14 @@ NUM_ERROR_SAMPLES = 5
 
 
 def error_samples(errors: list[str]) -> list[dict]:
-    """The most common failure messages with their counts (failures are never dropped silently)."""
-    counts = collections.Counter(e for e in errors if e)
-    return [{"error": e, "count": n} for e, n in counts.most_common(NUM_ERROR_SAMPLES)]
+    """The most common kinds of failure (messages alike but for their numbers), each with its count
+    and its first message (failures are never dropped silently)."""
+    kinds = collections.Counter(re.sub(r"\d+", "N", e) for e in errors if e)
+    first = {}
+    for e in errors:
+        if e:
+            first.setdefault(re.sub(r"\d+", "N", e), e)
+    return [{"error": first[k], "count": n} for k, n in kinds.most_common(NUM_ERROR_SAMPLES)]
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -82,6 +88,6 @@ def markdown(doc: dict) -> str:
     failures = [(name, r["load"], s) for name, runs in doc["setups"].items() for r in runs
                 for s in r.get("error_samples", ())]
     if failures:
-        parts.append("### Failed requests (samples)")
-        parts += [f"- {name} {load}: {s['count']} x {s['error']}" for name, load, s in failures]
+        parts.append("### Failed requests (count of each kind, first message)")
+        parts.append("\n".join(f"- {name} {load}: {s['count']} x {s['error']}" for name, load, s in failures))
     return "\n\n".join(parts) + "\n"

@@ -39,6 +39,7 @@ class Session:
     runs: dict[str, list[dict]] = field(default_factory=dict)
     current: tuple | None = None  # (setup name, LoadPoint, repeat, records list, start perf_counter)
     interrupted: bool = False
+    t0_s: float = field(default_factory=time.perf_counter)
 
 
 async def check_target(client: HttpClient, model: str | None, url: str) -> str:
@@ -118,8 +119,9 @@ async def run_all(session: Session, targets: list[Target], spec_for, workload_fo
         duration = await run_load(target.client, spec_for(target), workload_for(load_i, repeat), point, records,
                                   seed=seed + 1000 * repeat + load_i, duration_s=duration_s, on_done=done)
         spec = server_stats.spec_deltas(before, await server_stats.scrape(target.client))
-        session.runs.setdefault(name, []).append(run_summary(name, point, repeat, records, duration, slo, spec,
-                                                             percentiles))
+        entry = run_summary(name, point, repeat, records, duration, slo, spec, percentiles)
+        entry["start_time"] = start - session.t0_s  # seconds since the first run began (schedule order)
+        session.runs.setdefault(name, []).append(entry)
         session.current = None
         last_of_load = i + 1 == len(schedule) or schedule[i + 1][0] != load_i
         if floors and last_of_load:
