@@ -141,3 +141,17 @@ def test_references(overlay):
     if overlay == "gpu":
         assert _arg(args, "--model") == "/models/model" and _arg(args, "--device") == "cuda"
         assert any(m["mountPath"] == "/models" and m.get("readOnly") for m in c["volumeMounts"])
+
+
+def test_prometheus_adapter_rule_names_the_hpa_metric():
+    """The adapter rule turns the exported gauge into exactly the metric the HPA asks for."""
+    import re
+
+    import yaml
+
+    with open(os.path.join(DEPLOY, "k8s", "prometheus-adapter-values.yaml")) as f:
+        rule = yaml.safe_load(f)["rules"]["custom"][0]
+    assert rule["seriesQuery"].startswith("sparkserve:num_requests_waiting{")
+    name = re.sub(rule["name"]["matches"], rule["name"]["as"].replace("${1}", r"\1"), "sparkserve:num_requests_waiting")
+    hpa = one(rendered("cpu-demo"), "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == name
