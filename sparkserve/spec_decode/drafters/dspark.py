@@ -15,9 +15,9 @@ Serving (``DSparkProposer``):
   (positions < s) and to all block rows with no mask (DeepSpec), through the attention backend's
   drafting path (one metadata per call, one ``forward_draft`` per layer for all requests).
   Then ``norm``, ``lm_head`` and, position by position, the Markov head, the draw, and the
-  confidence head (``heads.py``). DeepSpec layout: row k predicts position s+k+1 (B drafts). z-lab:
-  row j >= 1 predicts s+j (B-1 drafts); optional causal/sliding layers, embedding scale,
-  logit multiplier and soft-cap as z-lab defines them.
+  confidence head (``heads.py``; natively, all steps in one call: ``markov_native.py``). DeepSpec
+  layout: row k predicts position s+k+1 (B drafts). z-lab: row j >= 1 predicts s+j (B-1 drafts);
+  optional causal/sliding layers, embedding scale, logit multiplier and soft-cap as z-lab defines them.
 Nothing but the context cache persists between calls; block K/V are never written.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ from sparkserve.spec_decode.drafters.common import (
     is_greedy_request,
 )
 from sparkserve.spec_decode.drafters.config import DraftConfig
+from sparkserve.spec_decode import markov_native
 from sparkserve.spec_decode.heads import ConfidenceHead, build_markov_head
 from sparkserve.spec_decode.types import DraftBlock, ProposeRequest
 
@@ -118,8 +119,11 @@ class DSparkProposer:
     ``embed_tokens``/``lm_head``: the target's modules, required for the z-lab layout (ignored
     otherwise). ``confidence_temperatures``: optional per-position STS temperatures T_k
     (c_k = sigmoid(logit_k / T_k)); None = 1. ``attention_backend``: the target's backend instance
-    (default: ``get_backend("auto")``).
+    (default: ``get_backend("auto")``). ``markov_backend``: where the Markov loop (head steps, draws,
+    confidences) runs, ``markov_native.BACKENDS`` ("auto": the native kernel when it is usable).
     """
+
+    markov_backend = "auto"
 
     def __init__(self, model: DSparkDraftModel, num_blocks: int, block_size: int, *,
                  embed_tokens: nn.Module | None = None, lm_head: nn.Module | None = None,
@@ -175,22 +179,37 @@ class DSparkProposer:
         num_max = max(nums)
         rows = hidden[:, first_row:first_row + num_max]  # [R, n, H]: row k drafts position s+k+1
         base = self._logits(rows)  # [R, n, V] fp32
-        greedy = torch.tensor([is_greedy_request(r) for r in requests], device=self.device)
+        greedy = [is_greedy_request(r) for r in requests]
         markov, conf = self.model.markov_head, self.model.confidence_head
+        if markov_native.use_native(self.markov_backend, markov, conf, rows):
+            drafts = markov_native.markov_draft(markov, conf, base, rows, requests, nums, greedy)
+        else:
+            drafts = self._draft_torch(base, rows, requests, nums, greedy)
+        return self._blocks(requests, nums, *drafts)
+
+    def _draft_torch(self, base: torch.Tensor, rows: torch.Tensor, requests: list[ProposeRequest], nums: list[int],
+                     greedy: list[bool]):
+        """The Markov loop in torch (the reference of ``markov_native``): base fp32 [R, n, V], rows [R, n, H]
+        -> (tokens int64 [R, n], q [nums[r], V] per request (None: greedy or no drafts), confidence
+        logits fp32 [R, n] or None)."""
+        markov, conf = self.model.markov_head, self.model.confidence_head
+        greedy_t = torch.tensor(greedy, device=self.device)
         prev = torch.tensor([r.anchor_token_id for r in requests], dtype=torch.long, device=self.device)
         state = markov.init_state(len(requests), self.device, self.dtype) if markov is not None else None
         tokens, probs, conf_logits = [], [], []
-        for k in range(num_max):
+        for k in range(base.shape[1]):
             z = base[:, k]
             if markov is not None:
                 z, state = markov.step(z, rows[:, k], prev, state)
             if conf is not None:
                 emb = markov.prev_embeddings(prev) if conf.with_markov else None
                 conf_logits.append(conf(rows[:, k], emb))
-            prev, p = draw_drafts(z, requests, greedy, [k < n for n in nums])
+            prev, p = draw_drafts(z, requests, greedy_t, [k < n for n in nums])
             tokens.append(prev)
             probs.append(p)
-        return self._blocks(requests, nums, tokens, probs, conf_logits)
+        qs = [torch.stack([probs[k][r] for k in range(n)]) if n > 0 and not g else None  # [n, V] fp32
+              for r, (n, g) in enumerate(zip(nums, greedy))]
+        return torch.stack(tokens, dim=1), qs, torch.stack(conf_logits, dim=1) if conf_logits else None
 
     def _block_hidden(self, requests: list[ProposeRequest]) -> torch.Tensor:
         dcfg, B = self.config, self.config.block_size
@@ -217,19 +236,14 @@ class DSparkProposer:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def _blocks(self, requests, nums, tokens, probs, conf_logits) -> list[DraftBlock]:
-        token_ids = torch.stack(tokens, dim=1).tolist()  # [R, n]
+    def _blocks(self, requests, nums, tokens: torch.Tensor, qs, conf_logits) -> list[DraftBlock]:
+        token_ids = tokens.tolist()  # [R, n]
         confidences = None
-        if conf_logits:
-            c = torch.stack(conf_logits, dim=1)  # [R, n]
+        if conf_logits is not None:
+            c = conf_logits.clone()  # [R, n]
             if self.confidence_temperatures is not None:
                 temps = self.confidence_temperatures[:c.shape[1]]
                 c[:, :len(temps)] = c[:, :len(temps)] / torch.tensor(temps, dtype=c.dtype, device=c.device)
             confidences = torch.sigmoid(c).tolist()
-        blocks = []
-        for r, (req, n) in enumerate(zip(requests, nums)):
-            q = None
-            if n > 0 and not is_greedy_request(req):
-                q = torch.stack([probs[k][r] for k in range(n)])  # [n, V] fp32
-            blocks.append(DraftBlock(token_ids[r][:n], q, confidences[r][:n] if confidences else None))
-        return blocks
+        return [DraftBlock(token_ids[r][:n], qs[r], confidences[r][:n] if confidences else None)
+                for r, n in enumerate(nums)]
