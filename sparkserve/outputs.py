@@ -15,7 +15,8 @@ class SpecDecodeStats(msgspec.Struct):
 
     num_drafts: verify rounds that carried >= 1 draft token; num_draft_tokens: drafts proposed;
     num_verified_draft_tokens: drafts actually sent to the target; num_accepted_tokens: drafts accepted.
-    num_rounds / num_emitted_tokens: decode rounds and the tokens they emitted (accepted + 1 each);
+    num_rounds / num_emitted_tokens: decode rounds and the tokens they emitted (accepted + 1 each, fewer
+    when a stop ends the request inside the round);
     accepted_per_pos[k]: rounds whose draft k was accepted. A msgspec struct: it travels on the wire
     as it is (``RequestDelta.spec_decode``, ``SpecEngineStats.total``).
     """

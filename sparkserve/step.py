@@ -100,6 +100,7 @@ class SeqResult:
     logprobs: list[tuple[float, list[tuple[int, float]]]] | None = None
     next_draft_token_ids: list[int] | None = None  # [n] the next draft block (spec decode); None: none drafted
     next_draft_confidences: list[float] | None = None  # [n] its confidences; None: the drafter has none
+    num_appended: int | None = None  # set by the scheduler: tokens actually appended (a stop drops the rest)
 
 
 @dataclass

@@ -5,7 +5,8 @@ from sparkserve.outputs import SpecDecodeStats
 from sparkserve.step import StepPlan, StepResult
 
 
-def _add(stats: SpecDecodeStats, verified: int, accepted: int, proposed: int, decode_round: bool) -> None:
+def _add(stats: SpecDecodeStats, verified: int, accepted: int, proposed: int, decode_round: bool,
+         emitted: int) -> None:
     stats.num_verified_draft_tokens += verified
     stats.num_accepted_tokens += accepted
     stats.num_draft_tokens += proposed
@@ -13,7 +14,7 @@ def _add(stats: SpecDecodeStats, verified: int, accepted: int, proposed: int, de
         stats.num_drafts += 1
     if decode_round:
         stats.num_rounds += 1
-        stats.num_emitted_tokens += accepted + 1
+        stats.num_emitted_tokens += emitted
     if len(stats.accepted_per_pos) < verified:
         stats.accepted_per_pos.extend([0] * (verified - len(stats.accepted_per_pos)))
     for k in range(accepted):
@@ -37,9 +38,11 @@ class SpecStatsTracker:
             decode_round = seq.num_known_tokens == 1
             if not (verified or proposed or decode_round):
                 continue
+            # emitted: what the request got; a stop token among the accepted drafts ends it there (no bonus)
+            emitted = accepted + 1 if res.num_appended is None else res.num_appended
             stats = self.per_request.setdefault(seq.request_id, SpecDecodeStats())
-            _add(stats, verified, accepted, proposed, decode_round)
-            _add(self.total, verified, accepted, proposed, decode_round)
+            _add(stats, verified, accepted, proposed, decode_round, emitted)
+            _add(self.total, verified, accepted, proposed, decode_round, emitted)
             if decode_round:
                 self.verify_length_counts[verified] = self.verify_length_counts.get(verified, 0) + 1
 

@@ -56,4 +56,5 @@ def apply_seq_result(request: Request, seq: ScheduledSeq, result: SeqResult, kv:
         request.draft_token_ids = list(result.next_draft_token_ids)
         request.draft_confidences = list(result.next_draft_confidences or [])
     kv.cache_full_blocks(request)
+    result.num_appended = num_appended
     return num_appended

@@ -115,7 +115,8 @@ def test_random_workloads_never_leak_blocks(config, num_events, seed, use_planne
             speculative = None if cap is None else SpeculativeParams(max_draft_tokens=cap)
             request = make_request(
                 request_id, prompt, eos=(3,) if eos else (), max_tokens=max_tokens,
-                min_tokens=min_tokens, speculative=speculative,
+                min_tokens=min_tokens if max_tokens is None else min(min_tokens, max_tokens),  # else a ValueError
+                speculative=speculative,
             )
             valid = 0 < len(prompt) < config["max_model_len"] and len(prompt) <= usable_tokens
             if not valid:  # the engine's admission (Engine.validate_prompt) rejects it before the scheduler
