@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One-shot GPU check (issue 15): run it on a machine with a CUDA GPU, from anywhere, in <= 8 minutes.
+#
+#   bash bench/device_check.sh [OUT_DIR] [--dry-run]        (OUT_DIR default: $SPARKSERVE_DEVICE_CHECK_OUT,
+#                                                             else /tmp/sparkserve-device-check)
+#
+# Steps, each under its own time limit, all output appended to OUT_DIR/device_check.log and one
+# line per step to OUT_DIR/summary.txt:
+#   1. environment: torch, CUDA device, triton, flashinfer (absent is fine);
+#   2. the GPU-marked tests (every test file with a `gpu` marker);
+#   3. every Triton kernel against its torch reference, natively (tests/triton_kernels: on a GPU the
+#      tests run on CUDA tensors, not in the interpreter);
+#   4. SPS(B) step time, B = 1..4096, on random-weight Qwen3-0.6B- and Qwen3-8B-shaped targets in
+#      bf16, eager (the engine has no CUDA graphs yet), per attention backend (torch, triton, and
+#      flashinfer when installed) -> OUT_DIR/profile.json, OUT_DIR/profile.md (bench/gpu_step_profile.py).
+# --dry-run: the same steps on the CPU with tiny shapes (Triton in its interpreter), so the script
+# cannot rot between GPU runs; tests/triton_kernels/test_device_check_script.py runs it in CI.
+#
+# Offline machines: the package is used from this checkout (PYTHONPATH), nothing is pip-installed
+# unless SPARKSERVE_WHEELS names a folder of wheels/sdists to install from (--no-index), e.g. pytest
+# and flashinfer-python brought along. The exit status is the number of failed steps.
+set -u
+cd "$(dirname "$0")/.."
+DRY=0
+OUT="${SPARKSERVE_DEVICE_CHECK_OUT:-/tmp/sparkserve-device-check}"
+for arg in "$@"; do
+  case "$arg" in
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) OUT="$arg" ;;
+  esac
+done
+mkdir -p "$OUT"
+LOG="$OUT/device_check.log"
+SUMMARY="$OUT/summary.txt"
+: >"$LOG"
+: >"$SUMMARY"
+export PYTHONPATH="$PWD:$PWD/triton_kernels${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+PY="${PYTHON:-python3}"
+FAILED=0
+
+step() {  # step NAME SECONDS CMD...: run CMD under a time limit, log it, record rc and seconds
+  local name="$1" limit="$2"
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name (limit ${limit}s): $*" >>"$LOG"
+  timeout "$limit" "$@" >>"$LOG" 2>&1
+  local rc=$?
+  [ "$rc" -eq 0 ] || FAILED=$((FAILED + 1))
+  printf '%-22s rc=%-3s %4ss\n' "$name" "$rc" "$((SECONDS - t0))" | tee -a "$SUMMARY"
+}
+
+if [ -n "${SPARKSERVE_WHEELS:-}" ]; then
+  step wheels 120 "$PY" -m pip install --no-index --find-links "$SPARKSERVE_WHEELS" -q \
+    $(ls "$SPARKSERVE_WHEELS" | sed -E 's/^([A-Za-z0-9_.]+)-[0-9].*/\1/' | sort -u)
+fi
+
+step environment 60 "$PY" -c '
+import importlib.util, torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name() if torch.cuda.is_available() else "-")
+for m in ("triton", "flashinfer", "pytest"):
+    spec = importlib.util.find_spec(m)
+    print(m, __import__(m).__version__ if spec else "absent")
+'
+
+GPU_TESTS=$(grep -rl "pytest.mark.gpu" tests --include='test_*.py' | sort)
+if [ "$DRY" -eq 1 ]; then
+  export TRITON_INTERPRET=1
+  # one pytest run: the GPU tests (they skip here) and one interpreted kernel test per kind
+  step tests 120 "$PY" -m pytest -q -p no:cacheprovider $GPU_TESTS tests/triton_kernels/test_paged_attention.py \
+    -k "gpu or cuda or mixed_rows_match_torch_backend and dtype0"
+  step sps-profile 120 "$PY" bench/gpu_step_profile.py --shapes tiny --device cpu --dtype float32 \
+    --backends torch triton --budgets 1 3 --repeats 1 --max-num-seqs 4 --context 16 --out "$OUT"
+else
+  step gpu-tests 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS
+  step triton-kernels 150 "$PY" -m pytest -q -p no:cacheprovider tests/triton_kernels
+  step sps-profile 200 "$PY" bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b \
+    --backends torch triton flashinfer --repeats 5 --out "$OUT"
+fi
+echo "failed steps: $FAILED (log: $LOG)" | tee -a "$SUMMARY"
+exit "$FAILED"

@@ -1,0 +1,159 @@
+"""SPS(B): step time by forward tokens B on random-weight Qwen3-shaped targets, per attention backend.
+
+    python bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b --backends torch triton flashinfer \
+        --budgets 1 2 4 ... 4096 --out DIR
+
+For each shape the target is built with random weights (bf16 on CUDA; nothing is downloaded) and run
+through the real ``ModelRunner`` on synthetic plans (``spec_decode/profile.py``: up to --max-num-seqs
+decoding sequences at --context cached tokens, prefill chunks for the rest, greedy, drafting off).
+Per (shape, backend) it reports the median step time over --repeats at every B, the c=1 ratio of a
+1+7-token verify step to a 1-token step, and for B=1 the HBM roofline (weight bytes / --hbm-tb-s).
+Eager only: the engine has no CUDA graphs yet. ``--shapes tiny --device cpu`` is the CPU dry run
+(under TRITON_INTERPRET=1 for the triton backend). Writes profile.json and profile.md into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path[:0] = [ROOT, os.path.join(ROOT, "triton_kernels")]
+
+SHAPES = {  # Qwen3 configs (hidden, intermediate, layers, heads, kv heads, head dim, vocab, tied)
+    "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True),
+    "qwen3-8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                     num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=False),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=512, tie_word_embeddings=True),
+}
+
+
+def build_model(shape: str, device: torch.device, dtype: torch.dtype):
+    """A random-weight target of this shape, fused for inference as the engine does."""
+    from sparkserve.models.hf_config import DecoderConfig
+    from sparkserve.models.registry import model_class
+
+    cfg = DecoderConfig(max_position_embeddings=40960, **SHAPES[shape])
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = model_class(cfg)(cfg)
+    finally:
+        torch.set_default_dtype(default)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.rotary = type(model.rotary)(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta,
+                                      cfg.rope_scaling).to(device)
+    model.fuse_for_inference()
+    weight_bytes = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values())
+    return model.eval(), cfg, weight_bytes
+
+
+def verify_plan(runner, context: int, drafts: int):
+    """c = 1: one sequence at ``context`` cached tokens running 1 + ``drafts`` rows (one-hot drafts)."""
+    from sparkserve.step import SamplingMeta, ScheduledSeq, StepPlan
+
+    blocks = list(range(1, 2 + (context + drafts + 2) // runner.block_size))
+    tokens = [(11 * j) % 1000 + 3 for j in range(1 + drafts)]
+    return StepPlan([ScheduledSeq("verify-0", tokens, context, blocks, SamplingMeta(temperature=0.0),
+                                  num_draft_tokens=drafts)], draft=False)
+
+
+def median_time(fn, repeats: int, sync) -> float:
+    fn()  # warm-up (compiles kernels, plans)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def profile(shape, backend, model, cfg, weight_bytes, args, device) -> dict:
+    from sparkserve.runner.model_runner import ModelRunner
+    from sparkserve.spec_decode.profile import synthetic_plan
+    from sparkserve.step import StepPlan
+
+    bs = 16
+    per_seq = -(-(args.context + max(args.budgets) + 8) // bs)
+    num_blocks = 2 + args.max_num_seqs * -(-(args.context + 16) // bs) + per_seq
+    runner = ModelRunner(model, num_blocks, bs, backend)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    row = {"shape": shape, "backend": backend, "weight_bytes": weight_bytes, "step_ms": {}}
+    for b in args.budgets:
+        plan = synthetic_plan(runner, b, args.max_num_seqs, args.context, num_drafting=0)
+        done = StepPlan([], finished_request_ids=[s.request_id for s in plan.seqs])
+        row["step_ms"][b] = 1e3 * median_time(lambda: (runner.execute(plan), runner.execute(done)), args.repeats, sync)
+    one = verify_plan(runner, args.context, 0)
+    block = verify_plan(runner, args.context, 7)
+    row["decode_c1_ms"] = 1e3 * median_time(lambda: runner.execute(one), args.repeats, sync)
+    row["verify_1p7_c1_ms"] = 1e3 * median_time(lambda: runner.execute(block), args.repeats, sync)
+    row["verify_over_decode"] = row["verify_1p7_c1_ms"] / row["decode_c1_ms"]
+    row["roofline_b1_ms"] = 1e3 * weight_bytes / (args.hbm_tb_s * 1e12)
+    row["b1_over_roofline"] = row["step_ms"][args.budgets[0]] / row["roofline_b1_ms"] if args.budgets[0] == 1 else None
+    return row
+
+
+def markdown(rows, args) -> str:
+    lines = [f"SPS(B) step time (ms), eager, context {args.context}, median of {args.repeats}", "",
+             "| shape | backend | " + " | ".join(f"B={b}" for b in args.budgets) + " | 1+7 / 1 at c=1 | B=1 / roofline |",
+             "|---|---|" + "---|" * (len(args.budgets) + 2)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['shape']} | {r['backend']} | error: {r['error']} |")
+            continue
+        ratio = f"{r['b1_over_roofline']:.2f}" if r["b1_over_roofline"] is not None else "-"
+        lines.append(f"| {r['shape']} | {r['backend']} | " + " | ".join(f"{r['step_ms'][b]:.2f}" for b in args.budgets)
+                     + f" | {r['verify_over_decode']:.3f} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", nargs="+", default=["qwen3-0.6b", "qwen3-8b"], choices=list(SHAPES))
+    ap.add_argument("--backends", nargs="+", default=["torch", "triton", "flashinfer"])
+    ap.add_argument("--budgets", type=int, nargs="+", default=[1 << i for i in range(13)])
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
+    ap.add_argument("--hbm-tb-s", type=float, default=4.8, help="HBM bandwidth for the roofline (H200: 4.8)")
+    ap.add_argument("--out", default="/tmp/sparkserve-device-check")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    for shape in args.shapes:
+        model, cfg, weight_bytes = build_model(shape, device, getattr(torch, args.dtype))
+        for backend in args.backends:
+            try:
+                rows.append(profile(shape, backend, model, cfg, weight_bytes, args, device))
+            except Exception as e:  # a missing backend is a result, not the end of the run
+                rows.append({"shape": shape, "backend": backend, "error": f"{type(e).__name__}: {e}"[:300]})
+            print(json.dumps(rows[-1]), flush=True)
+        del model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    with open(os.path.join(args.out, "profile.json"), "w") as f:
+        json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                   "rows": rows}, f, indent=1)
+    with open(os.path.join(args.out, "profile.md"), "w") as f:
+        f.write(markdown(rows, args))
+    print(markdown(rows, args))
+    return 0 if all("error" not in r or r["backend"] == "flashinfer" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
