@@ -78,7 +78,10 @@ def test_checkov_manifests(tmp_path):
 
 
 def test_checkov_dockerfiles():
-    assert _assert_clean(_checkov("--framework", "dockerfile", "-d", os.path.join(DEPLOY, "docker")), "dockerfile") == 0
+    reports = _checkov("--framework", "dockerfile", "-d", os.path.join(DEPLOY, "docker"))
+    assert _assert_clean(reports, "dockerfile") == 0
+    scanned = {os.path.basename(c["file_path"]) for rep in reports for c in rep["results"]["passed_checks"]}
+    assert scanned == {"Dockerfile.cpu", "Dockerfile.cuda"}
 
 
 def _container(docs):
