@@ -119,6 +119,14 @@ def markdown(rows, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(rows, args, device) -> None:
+    with open(os.path.join(args.out, "profile.json"), "w") as f:
+        json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                   "rows": rows}, f, indent=1)
+    with open(os.path.join(args.out, "profile.md"), "w") as f:
+        f.write(markdown(rows, args))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=["qwen3-0.6b", "qwen3-8b"], choices=list(SHAPES))
@@ -143,14 +151,10 @@ def main(argv=None) -> int:
             except Exception as e:  # a missing backend is a result, not the end of the run
                 rows.append({"shape": shape, "backend": backend, "error": f"{type(e).__name__}: {e}"[:300]})
             print(json.dumps(rows[-1]), flush=True)
+            write(rows, args, device)  # after every row: a run cut short by its time limit keeps what it measured
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    with open(os.path.join(args.out, "profile.json"), "w") as f:
-        json.dump({"args": vars(args), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-                   "rows": rows}, f, indent=1)
-    with open(os.path.join(args.out, "profile.md"), "w") as f:
-        f.write(markdown(rows, args))
     print(markdown(rows, args))
     return 0 if all("error" not in r or r["backend"] == "flashinfer" for r in rows) else 1
 
