@@ -161,17 +161,19 @@ def _run(args, setups, slo) -> int:
 
 
 def _bring_up(args, setups):
-    """Launch what needs launching (all at once: they load in parallel), then check every target."""
+    """Launch what needs launching, one at a time (a planner profiles step times at start: two
+    servers profiling at once would each measure the other), and check every target."""
     from sparkserve.benchmark.http_client import HttpClient
     from sparkserve.benchmark.launcher import LaunchedServer
     from sparkserve.benchmark.session import SetupError, Target, check_target
 
-    servers = {s.name: LaunchedServer(s.launch_args) for s in setups if s.base_url is None}
-    targets = []
+    servers, targets = {}, []
     try:
         for s in setups:
-            server = servers.get(s.name)
-            if server is not None:
+            server = None
+            if s.base_url is None:
+                print(f"launching {s.name}: sparkserve launch {shlex.join(s.launch_args)}", file=sys.stderr)
+                server = servers[s.name] = LaunchedServer(s.launch_args)
                 try:
                     server.wait_ready()
                 except RuntimeError as e:
