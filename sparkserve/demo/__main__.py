@@ -23,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--quick", action="store_true", help="tiny end-to-end recipe (a few minutes)")
     b.add_argument("--seed", type=int, default=0)
     g = b.add_mutually_exclusive_group()
-    g.add_argument("--export", default=None,
-                   help="copy the final model here (default: sparkserve/assets/demo for the full recipe)")
-    g.add_argument("--no-export", action="store_true", help="leave the model in OUT/model only")
+    g.add_argument("--export", default=None, help="also copy the final model here (default: none; it stays in OUT/model)")
+    g.add_argument("--ship", action="store_true",
+                   help="copy it over the shipped demo model in sparkserve/assets/demo (maintainers: the shipped "
+                        "drafters were trained against the model it replaces)")
+    g.add_argument("--no-export", action="store_true", help="leave the model in OUT/model only (the default)")
     b.add_argument("--threads", type=int, default=2,
                    help="torch CPU threads; 0 re-picks 1 or 2 as the shared machine's load changes")
     b.add_argument("--max-steps", type=int, default=None, help="override the recipe's step count")
@@ -57,14 +59,14 @@ def run(args: argparse.Namespace) -> int:
         report = inflate(args.source or demo_model_path(), args.out, args.width, DTYPES[args.dtype])
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
-    from sparkserve.demo.build import build, default_export_dir, default_out_dir
+    from sparkserve.demo.build import build, default_out_dir, export_target
     from sparkserve.demo.recipe import FULL, QUICK
 
     recipe = QUICK if args.quick else FULL
     if args.max_steps is not None:
         recipe = recipe.with_steps(args.max_steps)
     out = args.out or default_out_dir(args.quick)
-    export = None if args.no_export else (args.export or (None if args.quick else default_export_dir()))
+    export = export_target(args)  # never the shipped assets unless asked (--ship)
     report = build(recipe, args.seed, out, export, num_threads=args.threads)
     print(json.dumps(report, indent=2, sort_keys=True))
     return 0

@@ -192,3 +192,10 @@ def default_out_dir(quick: bool) -> str:
 
 def default_export_dir() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")
+
+
+def export_target(args) -> str | None:
+    """Where ``demo build``/``demo drafters`` copy their result: ``--export DIR``, the shipped assets only
+    with ``--ship``, else nowhere (a rebuilt target must not silently replace the one the shipped
+    drafters were trained against)."""
+    return default_export_dir() if getattr(args, "ship", False) else getattr(args, "export", None)

@@ -117,9 +117,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="work directory (default runs/drafters or runs/drafters-quick)")
     p.add_argument("--quick", action="store_true", help="tiny budgets on the quick demo target (CI)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--export", default=None, help="copy the drafters to EXPORT/drafters/<method> "
-                   "(default: sparkserve/assets/demo for the full recipe)")
-    g.add_argument("--no-export", action="store_true")
+    g.add_argument("--export", default=None, help="also copy the drafters to EXPORT/drafters/<method> "
+                   "(default: none; they stay in OUT)")
+    g.add_argument("--ship", action="store_true", help="copy them over the shipped drafters in "
+                   "sparkserve/assets/demo/drafters (maintainers)")
+    g.add_argument("--no-export", action="store_true", help="the default")
     p.add_argument("--methods", nargs="+", default=None, help="subset of dspark dflash eagle3")
     p.add_argument("--steps", type=int, default=None, help="override the recipe's optimizer steps")
     p.add_argument("--threads", type=int, default=None)
@@ -127,7 +129,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparkserve.demo.build import default_export_dir
+    from sparkserve.demo.build import export_target
 
     r = QUICK if args.quick else FULL
     if args.methods:
@@ -138,6 +140,6 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isdir(os.path.join(demo, "model")):
         raise SystemExit(f"{demo}/model not found: run `sparkserve demo build{' --quick' if args.quick else ''}` first")
     out = args.out or os.path.join("runs", "drafters-quick" if args.quick else "drafters")
-    export = None if args.no_export else (args.export or (None if args.quick else default_export_dir()))
+    export = export_target(args)  # never the shipped assets unless asked (--ship)
     build_drafters(r, demo, out, export, args.threads, args.seed)
     return 0

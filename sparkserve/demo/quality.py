@@ -1,14 +1,17 @@
 """Objective quality figures of a demo model, measured with sparkserve's own engine at greedy decoding.
 
-    python -m sparkserve.demo.quality [--model sparkserve/assets/demo] [--corpus runs/demo/corpus]
+    python -m sparkserve.demo.quality [--model sparkserve/assets/demo] [--corpus runs/demo/corpus] [--write-report]
 
 - math: share of held-out problems whose ``\\boxed{}`` answer equals the reference;
 - code: share of held-out answers whose code (the ```python fence, or the whole answer without one)
   parses with ``ast.parse``;
 - samples: the first three held-out prompts of each domain and the model's greedy answers.
 
-The CLI merges the figures (and the samples) into ``MODEL/demo_report.json``; ``--samples-md`` also
-writes the samples as markdown. The full build runs the same evaluation after export.
+The held-out prompts come from the build's corpus (``--corpus``, its test split) when it exists, else
+from the model's own ``demo-{math,code,chat}.jsonl`` (the held-out prompts every exported demo model
+ships, so a fresh clone works). The CLI prints the figures; ``--write-report`` merges them (and the
+samples) into ``MODEL/demo_report.json``, ``--samples-md`` writes the samples as markdown. The full
+build runs the same evaluation after export.
 """
 from __future__ import annotations
 
@@ -46,6 +49,21 @@ def parses(code: str) -> bool:
     except (SyntaxError, ValueError):
         return False
     return True
+
+
+def shipped_examples(model_dir: str) -> list[Example]:
+    """The held-out prompts an exported demo model ships (``demo-{domain}.jsonl``: turns + reference)."""
+    examples = []
+    for domain in ("math", "code", "chat"):
+        path = os.path.join(model_dir, f"demo-{domain}.jsonl")
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    examples.append(Example(domain, row["turns"][0], "", str(row["reference"]), os.path.basename(path)))
+    return examples
 
 
 def _pool(test: list[Example], domain: str, n: int) -> list[Example]:
@@ -114,19 +132,29 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Math accuracy, code parse rate and samples of a demo model.")
     ap.add_argument("--model", default=default_export_dir())
     ap.add_argument("--corpus", default=os.path.join("runs", "demo", "corpus"),
-                    help="the build's corpus directory (its test split holds the references)")
+                    help="the build's corpus directory (its test split holds the references); when it has no "
+                         "test.jsonl, the model's shipped demo-*.jsonl prompts are used")
     ap.add_argument("--num-prompts", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--samples-md", default=None, help="also write the samples as markdown here")
+    ap.add_argument("--write-report", action="store_true", help="merge the figures into MODEL/demo_report.json")
     args = ap.parse_args(argv)
-    test = corpus_mod.read_split(args.corpus, "test")
+    if os.path.exists(os.path.join(args.corpus, "test.jsonl")):
+        test = corpus_mod.read_split(args.corpus, "test")
+    else:
+        test = shipped_examples(args.model)
+        if not test:
+            ap.error(f"no {os.path.join(args.corpus, 'test.jsonl')} and no demo-*.jsonl in {args.model}")
+        print(f"no {os.path.join(args.corpus, 'test.jsonl')}: using the held-out prompts shipped in {args.model}",
+              file=sys.stderr)
     quality = evaluate_quality(engine_generate(args.model, args.threads), test, args.num_prompts)
-    path = os.path.join(args.model, "demo_report.json")
-    report = json.load(open(path)) if os.path.exists(path) else {}
-    report.update(quality)
-    with open(path, "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
-        f.write("\n")
+    if args.write_report:
+        path = os.path.join(args.model, "demo_report.json")
+        report = json.load(open(path)) if os.path.exists(path) else {}
+        report.update(quality)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+            f.write("\n")
     if args.samples_md:
         with open(args.samples_md, "w") as f:
             f.write(samples_markdown(quality["samples"]))

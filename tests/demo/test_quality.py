@@ -34,3 +34,32 @@ def test_evaluate_quality_reports_three_samples_per_domain():
     assert {d: len(s) for d, s in q["samples"].items()} == {"math": 3, "code": 3, "chat": 3}
     assert q["samples"]["chat"][0]["prompt"] == "chat 0"
     assert calls == [(4, 200), (4, 512), (3, 160)]
+
+
+def test_quality_cli_works_on_a_fresh_clone(tmp_path, monkeypatch, capsys):
+    """No runs/demo/corpus: the shipped held-out prompts are used, and nothing shipped is rewritten."""
+    import json
+    import os
+
+    from sparkserve.assets import demo_model_path
+    from sparkserve.demo import quality
+
+    shipped = quality.shipped_examples(demo_model_path())
+    assert {ex.domain for ex in shipped} == {"math", "code", "chat"} and all(ex.prompt for ex in shipped)
+    report = os.path.join(demo_model_path(), "demo_report.json")
+    before = os.path.getmtime(report)
+    monkeypatch.setattr(quality, "engine_generate",
+                        lambda model, threads: lambda prompts, n: ["\\boxed{8}"] * len(prompts))
+    assert quality.main(["--corpus", str(tmp_path / "no-corpus"), "--num-prompts", "2"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["math_accuracy"]["prompts"] == 2 and os.path.getmtime(report) == before
+
+
+def test_demo_build_and_drafters_never_replace_the_shipped_assets_by_default():
+    from sparkserve.demo.__main__ import parser
+    from sparkserve.demo.build import default_export_dir, export_target
+
+    for action in ("build", "drafters"):
+        assert export_target(parser().parse_args([action])) is None
+        assert export_target(parser().parse_args([action, "--export", "/x"])) == "/x"
+        assert export_target(parser().parse_args([action, "--ship"])) == default_export_dir()
