@@ -47,7 +47,8 @@ from tests.stats import (
     pooled_conditional_pvalue,
 )
 
-DRAFT_METHODS = ("dspark", "dflash", "eagle3")  # every drafter backend registers here
+DRAFT_METHODS = ("dspark", "dspark-native-markov", "dflash", "eagle3")  # every drafter backend registers here
+MARKOV_BACKENDS = {"dspark": "torch", "dspark-native-markov": "native"}  # DSparkProposer.markov_backend
 VOCAB, PROMPT, N, NUM_TOKENS, GAMMA = 8, [3, 1, 4, 1, 5], 2000, 4, 3
 MIN_DRAFTS, MIN_ACCEPT_TRIALS = 3000, 3500  # what every run here records at least (asserted)
 SETTINGS = {"t1": {"temperature": 1.0}, "t07_p09": {"temperature": 0.7, "top_p": 0.9}}
@@ -157,6 +158,14 @@ def distribution_pvalues(samples: np.ndarray, conditionals: list[np.ndarray]) ->
 @pytest.mark.parametrize("method", DRAFT_METHODS)
 def test_tokens_follow_target(world, method, setting, monkeypatch):
     _, target = world
+    if method in MARKOV_BACKENDS:  # the Markov loop in torch, or natively (csrc/markov.cpp)
+        from sparkserve import native
+        from sparkserve.spec_decode.drafters.dspark import DSparkProposer
+
+        if MARKOV_BACKENDS[method] == "native" and not native.available():
+            pytest.skip("native CPU kernels not built here")
+        monkeypatch.setattr(DSparkProposer, "markov_backend", MARKOV_BACKENDS[method])
+        method = "dspark"
     llm = LLM(target, max_model_len=64, max_num_seqs=256, max_num_batched_tokens=4096,
               speculative_config={"method": method, "model": drafter_dir(world, method),
                                   "num_speculative_tokens": GAMMA})
