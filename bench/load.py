@@ -1,10 +1,18 @@
 """A closed-loop load driver over the Engine (one process, no HTTP): keeps ``concurrency`` requests
-in flight until ``num_requests`` have finished, and measures each request's output speed."""
+in flight until ``num_requests`` have finished, and measures each request's output speed.
+
+A library for the in-process sweeps (``concurrency_sweep.py``, ``spec_decode.py``, ``ab_trees.py``),
+which isolate the engine from HTTP. To load-test a server (this one or another engine's), use
+``sparkserve bench serve``; per-user speed has one definition, ``sparkserve.benchmark.metrics.user_tok_s``.
+"""
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
+
+from sparkserve.benchmark.metrics import user_tok_s
 
 
 @dataclass
@@ -52,7 +60,7 @@ def run_closed_loop(engine, prompts: list, params, concurrency: int, num_request
             now = time.perf_counter()
             n = len(out.outputs[0].token_ids)
             tokens += n
-            per_user.append(n / max(now - started.pop(out.request_id), 1e-9))
+            per_user.append(user_tok_s(n, now - started.pop(out.request_id)))
             s = out.spec_decode
             rounds += s.num_rounds
             emitted += s.num_emitted_tokens
@@ -63,3 +71,8 @@ def run_closed_loop(engine, prompts: list, params, concurrency: int, num_request
     wall = time.perf_counter() - t0
     return LoadResult(concurrency, wall, tokens, per_user, emitted / rounds if rounds else 1.0,
                       verified / rounds if rounds else 0.0)
+
+
+if __name__ == "__main__":  # a library, not a script: say so instead of printing nothing
+    print(__doc__)
+    sys.exit(0 if "--help" in sys.argv or "-h" in sys.argv else 2)
