@@ -1,8 +1,8 @@
 """The FastAPI application: routes, auth, lifespan (engine core start/stop) and draining.
 
 Public routes: ``/health`` (liveness: this process and the engine core), ``/ready`` (model
-loaded and not draining), ``/metrics``, ``/version``. Everything under ``/v1`` needs the API key
-when one is configured.
+loaded and not draining), ``/metrics``, ``/version``, ``/openapi.json`` and ``/docs``. Everything under
+``/v1``, and ``/tokenize``/``/detokenize`` (``routes_extra.py``), need the API key when one is configured.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sparkserve.engine.client import EngineClient
 from sparkserve.server import errors, protocol
 from sparkserve.server.metrics import Metrics
 from sparkserve.server.responses import TokenText
+from sparkserve.server.routes_extra import PROTECTED_PREFIXES, install_openapi_routes, install_token_routes
 from sparkserve.server.serving import generate
 from sparkserve.server.settings import ServerSettings
 
@@ -111,7 +112,7 @@ class AuthMiddleware:
         self.keys = [k.encode() for k in api_keys]
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http" and self.keys and scope["path"].startswith("/v1"):
+        if scope["type"] == "http" and self.keys and scope["path"].startswith(PROTECTED_PREFIXES):
             auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
             scheme, _, token = auth.partition(b" ")
             ok = scheme.lower() == b"bearer" and any(hmac.compare_digest(token.strip(), k) for k in self.keys)
@@ -183,4 +184,6 @@ def build_app(settings: ServerSettings, tokenizer=None) -> FastAPI:
     async def version() -> Response:
         return _json({"version": __version__})
 
+    install_token_routes(app, state)  # /tokenize, /detokenize (vLLM)
+    install_openapi_routes(app)  # /openapi.json, /docs
     return app

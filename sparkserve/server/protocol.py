@@ -92,6 +92,20 @@ class CompletionRequest(_GenerationRequest):
     best_of: Union[Int64, None] = None
 
 
+class TokenizeRequest(Struct):
+    """``POST /tokenize`` (vLLM's): a ``prompt`` string, or chat ``messages`` rendered with the template."""
+
+    model: Union[str, None] = None
+    prompt: Union[str, None] = None
+    messages: Union[list[ChatMessage], None] = None
+    add_special_tokens: bool = True
+
+
+class DetokenizeRequest(Struct):
+    model: Union[str, None] = None
+    tokens: list[Int64] = []
+
+
 # -- responses ----------------------------------------------------------------------------------------
 class Usage(Struct, omit_defaults=True):
     prompt_tokens: int
@@ -180,6 +194,16 @@ class Completion(Struct):
     choices: list[CompletionChoice]
     object: str = "text_completion"
     usage: Union[Usage, None, UnsetType] = UNSET
+
+
+class TokenizeResponse(Struct):
+    count: int
+    max_model_len: Union[int, None]
+    tokens: list[int]
+
+
+class DetokenizeResponse(Struct):
+    prompt: str
 
 
 class ModelCard(Struct):

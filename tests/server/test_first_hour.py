@@ -194,3 +194,30 @@ def test_bad_json_prints_no_usage_block():
     out = subprocess.run([sys.executable, "-m", "sparkserve.cli", "launch", "--speculative-config", "{bad"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "invalid JSON" in out.stderr
+
+
+# -- vLLM's extra routes and the OpenAPI schema ---------------------------------------------------------------
+def test_tokenize_and_detokenize_round_trip(server):
+    r = post(server, {"model": MODEL_NAME, "prompt": "hello world"}, "/tokenize")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["count"] == len(body["tokens"]) > 0 and body["max_model_len"] > 0
+    d = post(server, {"model": MODEL_NAME, "tokens": body["tokens"]}, "/detokenize")
+    assert d.status_code == 200 and "hello world" in d.json()["prompt"]
+    chat = post(server, {"messages": [{"role": "user", "content": "hi"}]}, "/tokenize").json()
+    assert chat["count"] > body["count"] // 2  # the template's tokens around "hi"
+    assert post(server, {"tokens": [10**9]}, "/detokenize").json()["error"]["param"] == "tokens"
+    assert httpx.post(server.url + "/tokenize", json={"prompt": "x"}, timeout=60).status_code == 401  # keyed
+
+
+def test_openapi_schema_matches_the_routes(server):
+    schema = httpx.get(server.url + "/openapi.json", timeout=60).json()
+    chat = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+    assert {"messages", "top_k", "min_tokens", "speculative"} <= set(chat)
+    for path, ops in schema["paths"].items():
+        method = next(iter(ops))
+        r = httpx.request(method.upper(), server.url + path, headers=server.headers, timeout=60,
+                          **({"json": {}} if method == "post" else {}))
+        assert r.status_code not in (404, 405), (path, r.status_code)
+    docs = httpx.get(server.url + "/docs", timeout=60)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
