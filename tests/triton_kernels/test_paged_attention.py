@@ -41,10 +41,12 @@ def _paged_batch(query_lens, seq_lens, g, num_blocks):
     return PagedBatch(list(query_lens), list(seq_lens), tables, BLOCK_SIZE, slots)
 
 
-@pytest.mark.parametrize("dtype,num_heads,tol", [(torch.float32, 4, 2e-5), (torch.bfloat16, 2, 3e-2)])
+@pytest.mark.parametrize("dtype,num_heads,tol", [(torch.float32, 4, 2e-5), (torch.float32, 6, 2e-5),
+                                                 (torch.bfloat16, 2, 3e-2)])
 def test_mixed_rows_match_torch_backend(device, dtype, num_heads, tol):
-    # decode rows, a prefill chunk longer than a tile (17 rows), verify blocks, a fresh prefill; GQA 4:2
-    query_lens, seq_lens = [1, 17, 8, 1, 5, 3], [9, 30, 13, 1, 5, 21]
+    # decode rows, a prefill chunk of 23 rows (with 3 heads per kv head: two tiles of 64 (row, head) pairs, a
+    # row split between them), verify blocks, a fresh prefill; GQA 4:2 and 6:2, MHA in bf16
+    query_lens, seq_lens = [1, 23, 8, 1, 5, 3], [9, 36, 13, 1, 5, 21]
     g, k_cache, v_cache = _world(0, dtype=dtype, device=device)
     batch = _paged_batch(query_lens, seq_lens, g, k_cache.shape[0])
     num_tokens, scale = sum(query_lens), 0.3

@@ -7,8 +7,10 @@ positions ``seq_lens[b] - q_len .. seq_lens[b] - 1``; each attends causally to i
 ``block_tables[b, p // block_size] * block_size + p % block_size``. Grouped-query attention: query
 head h reads kv head ``h // (Hq // Hkv)``.
 
-One program per (sequence, query head, tile of BLOCK_Q rows); keys stream in tiles of BLOCK_N with an
-online softmax in fp32. The K/V of the step are written to the cache before the launch (the backend
+One program per (sequence, kv head, tile of BLOCK_M (row, query head) pairs): the query heads that
+share a kv head are packed into one tile, so each K/V tile is read once for the whole group and a
+decode row fills GROUP lanes instead of one. Keys stream in tiles of BLOCK_N with an online softmax
+in fp32. The K/V of the step are written to the cache before the launch (the backend
 does it with one ``index_copy_``).
 """
 from __future__ import annotations
@@ -19,7 +21,6 @@ import triton.language as tl
 
 from sparkserve_triton import check_device, interpreting
 
-BLOCK_Q = 16  # query rows per program (tl.dot needs >= 16 on a GPU)
 BLOCK_N = 32  # keys per inner step
 
 
@@ -73,33 +74,42 @@ def attend_paged(q, q_pos, k_cache_ptr, v_cache_ptr, table_ptr, kv_head, start, 
 def _paged_attention_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, out_ptr, block_tables_ptr, seq_lens_ptr, query_start_ptr, scale,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_slot, stride_head, stride_table, block_size,
-    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr,
+    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
-    head = tl.program_id(1)
+    kv_head = tl.program_id(1)
     tile = tl.program_id(2)
     q_start = tl.load(query_start_ptr + seq)
     q_len = tl.load(query_start_ptr + seq + 1) - q_start
-    if tile * BLOCK_Q < q_len:
+    if tile * BLOCK_M < q_len * GROUP:
         seq_len = tl.load(seq_lens_ptr + seq)
-        rows = tile * BLOCK_Q + tl.arange(0, BLOCK_Q)  # [M] rows of this sequence
+        m = tile * BLOCK_M + tl.arange(0, BLOCK_M)  # [M] (row, head of the kv group) pairs
+        rows = m // GROUP  # row of this sequence
+        heads = kv_head * GROUP + m % GROUP  # query head
         row_ok = rows < q_len
         q_pos = seq_len - q_len + rows  # [M] absolute positions
         d = tl.arange(0, BLOCK_D)
         io_mask = row_ok[:, None] & (d[None, :] < HEAD_DIM)
         token = (q_start + rows).to(tl.int64)
-        q = tl.load(q_ptr + token[:, None] * stride_qt + head * stride_qh + d[None, :], mask=io_mask, other=0.0)
-        m_i = tl.full([BLOCK_Q], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_Q], tl.float32)
-        acc = tl.zeros([BLOCK_Q, BLOCK_D], tl.float32)
-        kv_end = tl.minimum(seq_len, seq_len - q_len + tile * BLOCK_Q + BLOCK_Q)  # past the tile's last row
+        q_offs = token[:, None] * stride_qt + heads[:, None] * stride_qh + d[None, :]
+        q = tl.load(q_ptr + q_offs, mask=io_mask, other=0.0)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        last_row = (tile * BLOCK_M + BLOCK_M - 1) // GROUP
+        kv_end = tl.minimum(seq_len, seq_len - q_len + last_row + 1)  # past the tile's last row
         m_i, l_i, acc = attend_paged(q, q_pos, k_cache_ptr, v_cache_ptr, block_tables_ptr + seq * stride_table,
-                                     head // GROUP, 0, kv_end, block_size, stride_slot, stride_head, m_i, l_i, acc,
+                                     kv_head, 0, kv_end, block_size, stride_slot, stride_head, m_i, l_i, acc,
                                      scale, 0, HEAD_DIM, BLOCK_N, BLOCK_D, PRECISION)
         out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
-        tl.store(out_ptr + token[:, None] * stride_ot + head * stride_oh + d[None, :],
+        tl.store(out_ptr + token[:, None] * stride_ot + heads[:, None] * stride_oh + d[None, :],
                  out.to(out_ptr.dtype.element_ty), mask=io_mask)
+
+
+def block_rows(num_rows: int) -> int:
+    """Query rows x heads per program: 16 (decode-sized work; tl.dot needs >= 16), else 64."""
+    return 16 if num_rows <= 16 else 64
 
 
 def precision_for(dtype: torch.dtype) -> str:
@@ -124,11 +134,13 @@ def paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tenso
         return out
     assert k_cache.stride(3) == 1 and k_cache.stride() == v_cache.stride()
     assert k_cache.stride(0) == k_cache.shape[1] * k_cache.stride(1)  # slots are evenly spaced
-    grid = (num_seqs, num_heads, triton.cdiv(max(max_query_len, 1), BLOCK_Q))
+    group = num_heads // num_kv_heads
+    block_m = block_rows(max(max_query_len, 1) * group)
+    grid = (num_seqs, num_kv_heads, triton.cdiv(max(max_query_len, 1) * group, block_m))
     _paged_attention_kernel[grid](
         q, k_cache, v_cache, out, block_tables, seq_lens, query_start_loc, scale,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), k_cache.shape[1],
-        GROUP=num_heads // num_kv_heads, HEAD_DIM=head_dim, BLOCK_Q=BLOCK_Q, BLOCK_N=BLOCK_N,
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=BLOCK_N,
         BLOCK_D=triton.next_power_of_2(head_dim), PRECISION=precision_for(q.dtype))
     return out
