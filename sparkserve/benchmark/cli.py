@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
 
 DEFAULT_FRONTIER_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
@@ -33,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", metavar="BENCH")
     p = sub.add_parser("serve", help="load-test an OpenAI-compatible server (TTFT/TPOT/ITL, goodput, frontier)",
                        description="Load-test an OpenAI-compatible server: TTFT/TPOT/ITL/E2E, "
-                       "throughput, per-user tok/s, goodput under SLOs, DSpark's frontier", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       "throughput, per-user tok/s, goodput under SLOs, DSpark's frontier",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog=__doc__.split("Examples::", 1)[1])
     add_serve_arguments(p)
 
@@ -138,6 +140,7 @@ def _run(args, setups, slo) -> int:
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "api_key"}
     config.update(setups=[s.__dict__ for s in setups], date=datetime.datetime.now().isoformat(timespec="seconds"))
     code = 0
+    _interrupt_on(signal.SIGINT, signal.SIGTERM)
     try:
         targets = _bring_up(args, setups)
         asyncio.run(_measure(args, sess, targets, slo))
@@ -158,6 +161,13 @@ def _run(args, setups, slo) -> int:
         print(markdown(doc))
         _write(args, doc, markdown(doc))
     return code
+
+
+def _interrupt_on(*signals) -> None:
+    """Ctrl-C, and SIGTERM too, stop the invocation the same way: report what was measured and stop
+    the launched servers (also when the shell started this process with SIGINT ignored)."""
+    for s in signals:
+        signal.signal(s, signal.default_int_handler)  # raises KeyboardInterrupt (asyncio.run knows it)
 
 
 def _bring_up(args, setups):
@@ -219,6 +229,7 @@ async def _measure(args, sess, targets, slo) -> None:
     for t in targets:
         if args.warmup_requests:
             await warm_up(t, spec_for(t), workload_for(0, 0), args.warmup_requests, loads[0].max_concurrency or 1)
+    progress.restart()  # the ETA counts measured requests only
     await run_all(sess, targets, spec_for, workload_for, loads, args.repeats, args.seed, slo, args.percentiles,
                   args.min_tok_s_user if args.frontier else None, args.duration_s, progress)
     progress.close()
@@ -229,7 +240,8 @@ def _document(args, config, sess, targets) -> dict:
     from sparkserve.benchmark.report import aggregate
 
     doc = {"config": config, "interrupted": sess.interrupted, "setups": sess.runs,
-           "models": {t.setup.name: t.model for t in targets}}
+           "models": {t.setup.name: t.model for t in targets},
+           "servers": {t.setup.name: t.server.url if t.server else t.setup.base_url for t in targets}}
     if args.frontier:
         doc["frontier"] = [p.__dict__ for p in frontier({n: aggregate(r) for n, r in sess.runs.items()},
                                                            args.min_tok_s_user)]

@@ -66,13 +66,15 @@ async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, m
     """Stream one request; every failure becomes ``record.error`` (never raised)."""
     rec = RequestRecord(send_s=time.perf_counter())
     parts, num_events, last_choice_t = [], 0, None
-    try:
+
+    async def consume():
+        nonlocal num_events, last_choice_t
         async for t, data in client.stream_events(spec.path(), spec.payload(history, turn, max_tokens)):
             if data == b"[DONE]":
                 break
             obj = json.loads(data)
-            if "error" in obj:
-                raise HttpError(obj["error"].get("code") or 500, data)
+            if "error" in obj:  # an error event inside the stream
+                raise HttpError(500, data)
             for choice in obj.get("choices") or ():
                 last_choice_t = t
                 piece = (choice.get("delta") or {}).get("content") if spec.endpoint == "chat" else choice.get("text")
@@ -87,6 +89,9 @@ async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, m
                 rec.prompt_tokens = usage.get("prompt_tokens", 0)
                 rec.output_tokens = usage.get("completion_tokens", 0)
                 rec.spec_decode = usage.get("spec_decode")
+
+    try:
+        await asyncio.wait_for(consume(), client.timeout_s)
         rec.end_s = time.perf_counter()
         rec.output_tokens = rec.output_tokens or num_events  # no usage: one token per event (an estimate)
         if not rec.event_times_s and rec.output_tokens and last_choice_t is not None:
@@ -95,7 +100,7 @@ async def send_one(client: HttpClient, spec: RequestSpec, history: list, turn, m
             rec.error = "no output tokens in the response"
     except HttpError as e:
         rec.error = str(e)
-    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError) as e:
+    except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, KeyError, AttributeError) as e:
         rec.error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
     rec.end_s = rec.end_s or time.perf_counter()
     rec.text = "".join(parts)

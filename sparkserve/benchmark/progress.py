@@ -24,6 +24,9 @@ class Progress:
         self.label = ""
         self._last_decile = -1
 
+    def restart(self) -> None:
+        self.t0 = time.perf_counter()
+
     def eta_s(self) -> float | None:
         if self.done == 0:
             return None

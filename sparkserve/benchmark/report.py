@@ -81,7 +81,8 @@ def markdown(doc: dict) -> str:
         points = [FrontierPoint(**p) for p in doc["frontier"]]
         base = {p.min_tok_s_user: p.output_throughput for p in points if p.setup == points[0].setup}
         parts.append("### Frontier: best output tok/s with median tok/s/user >= floor")
-        parts.append(table(["setup", "floor tok/s/user", "best load", "out tok/s", "tok/s/user", "vs " + points[0].setup],
+        headers = ["setup", "floor tok/s/user", "best load", "out tok/s", "tok/s/user", "vs " + points[0].setup]
+        parts.append(table(headers,
                            [[p.setup, p.min_tok_s_user, p.load or "none met it", p.output_throughput, p.user_tok_s,
                              p.output_throughput / base[p.min_tok_s_user] if base.get(p.min_tok_s_user) else None]
                             for p in points]))

@@ -49,11 +49,14 @@ async def check_target(client: HttpClient, model: str | None, url: str) -> str:
     except (OSError, asyncio.TimeoutError) as e:
         raise SetupError(f"cannot reach the server at {url} ({type(e).__name__}: {e or 'no answer'})") from None
     if resp.status in (401, 403):
-        raise SetupError(f"{url} rejected the API key (HTTP {resp.status}: {HttpError(resp.status, resp.body).message}); "
-                         "pass --api-key")
+        message = HttpError(resp.status, resp.body).message
+        raise SetupError(f"{url} rejected the API key (HTTP {resp.status}: {message}); pass --api-key")
     if resp.status != 200:
         raise SetupError(f"{url}/v1/models answered HTTP {resp.status}: {HttpError(resp.status, resp.body).message}")
-    served = [m.get("id") for m in resp.json().get("data", [])]
+    try:
+        served = [m.get("id") for m in resp.json().get("data", [])]
+    except (ValueError, AttributeError):
+        raise SetupError(f"{url}/v1/models is not an OpenAI model list: {resp.body[:80]!r}") from None
     if model is None:
         if not served:
             raise SetupError(f"{url} serves no model; pass --model")

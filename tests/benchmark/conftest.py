@@ -11,7 +11,8 @@ from tests.server.server_proc import ServerProcess
 MODEL_NAME = "tiny"
 CONTEXT = 4096  # the byte-level fixture tokenizer makes mt-bench's two turns ~1,500 tokens
 SERVER_ARGS = ("--served-model-name", MODEL_NAME, "--max-model-len", str(CONTEXT), "--num-kv-blocks", "1024",
-               "--max-num-seqs", "8", "--speculative-config", json.dumps({"method": "ngram", "num_speculative_tokens": 3}))
+               "--max-num-seqs", "8",
+               "--speculative-config", json.dumps({"method": "ngram", "num_speculative_tokens": 3}))
 
 
 @pytest.fixture(scope="session")
