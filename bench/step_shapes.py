@@ -1,6 +1,7 @@
 """Step time by shape on one target: a 1+7-token verify block vs a 1-token decode step, and 1 vs 2 threads.
 
     python bench/step_shapes.py [--model DIR] [--context 256] [--concurrency 1 16] [--rounds 7]
+                                [--dtypes auto float32]
 
 Issue 14's must-show 3 (b) and (c): run it on the memory-bound world (``sparkserve demo inflate
 --width 4 --out /tmp/sparkserve-demo-w4``, then ``--model /tmp/sparkserve-demo-w4``) and on the demo
@@ -8,7 +9,8 @@ model. The runner executes hand-built plans (greedy; c sequences, each at ``--co
 tokens, verifying 7 one-hot drafts or decoding one token), no scheduler and no drafter, so the ratio
 is the target's own cost of a verify block. Shapes and thread counts alternate inside every round
 (torch.set_num_threads between blocks) and medians over rounds are reported, so slow drift of the
-machine lands on every cell alike.
+machine lands on every cell alike. ``--dtypes`` loads one engine per ``--dtype`` (``auto`` stores the
+linear weights in bf16 where exact, ``float32`` keeps fp32 storage) and interleaves them too.
 """
 from __future__ import annotations
 
@@ -58,37 +60,41 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeats", type=int, default=5, help="executions per cell and round")
+    ap.add_argument("--dtypes", nargs="+", default=["auto"], help="one engine per --dtype, interleaved")
     args = ap.parse_args(argv)
     from sparkserve import LLM
 
-    llm = LLM(args.model, num_threads=1, max_num_seqs=max(args.concurrency),
-              max_model_len=max(args.context + 64, 512))
-    runner = llm.engine.runner
-    need = max(args.concurrency) * -(-(args.context + DRAFTS + 2) // runner.block_size) + 1
-    if need > runner.num_blocks:
-        raise SystemExit(f"the KV cache has {runner.num_blocks} blocks, the largest shape needs {need}")
-    cells = [(c, d, t) for c in args.concurrency for d in (0, DRAFTS) for t in args.threads]
-    plans = {(c, d): plan(runner, c, args.context, d) for c in args.concurrency for d in (0, DRAFTS)}
+    runners = {}
+    for dtype in args.dtypes:
+        llm = LLM(args.model, dtype=dtype, num_threads=1, max_num_seqs=max(args.concurrency),
+                  max_model_len=max(args.context + 64, 512))
+        runners[dtype] = llm.engine.runner
+    need = max(args.concurrency) * -(-(args.context + DRAFTS + 2) // llm.engine.runner.block_size) + 1
+    if need > llm.engine.runner.num_blocks:
+        raise SystemExit(f"the KV cache has {llm.engine.runner.num_blocks} blocks, the largest shape needs {need}")
+    cells = [(w, c, d, t) for w in args.dtypes for c in args.concurrency for d in (0, DRAFTS) for t in args.threads]
+    plans = {(w, c, d): plan(runners[w], c, args.context, d)
+             for w in args.dtypes for c in args.concurrency for d in (0, DRAFTS)}
     samples: dict[tuple, list[float]] = {cell: [] for cell in cells}
-    for c, d, t in cells:  # warm-up: first calls allocate and fill caches
+    for w, c, d, t in cells:  # warm-up: first calls allocate and fill caches
         torch.set_num_threads(t)
-        time_step(runner, plans[(c, d)], 2)
+        time_step(runners[w], plans[(w, c, d)], 2)
     for r in range(args.rounds):
         for cell in (cells if r % 2 == 0 else cells[::-1]):
-            c, d, t = cell
+            w, c, d, t = cell
             torch.set_num_threads(t)
-            samples[cell].append(time_step(runner, plans[(c, d)], args.repeats))
+            samples[cell].append(time_step(runners[w], plans[(w, c, d)], args.repeats))
     med = {cell: statistics.median(v) * 1e3 for cell, v in samples.items()}
     rows = []
-    for c in args.concurrency:
-        for t in args.threads:
-            one, block = med[(c, 0, t)], med[(c, DRAFTS, t)]
-            rows.append([c, t, f"{one:.2f}", f"{block:.2f}", f"{block / one:.2f}",
-                         f"{med[(c, 0, args.threads[0])] / one:.2f}"])
+    for w in args.dtypes:
+        for c in args.concurrency:
+            for t in args.threads:
+                one, block = med[(w, c, 0, t)], med[(w, c, DRAFTS, t)]
+                rows.append([f"{w} ({runners[w].weight_dtypes})", c, t, f"{one:.2f}", f"{block:.2f}",
+                             f"{block / one:.2f}", f"{med[(w, c, 0, args.threads[0])] / one:.2f}"])
     print(f"model {llm.engine.config.model.model}, context {args.context}, medians of {args.rounds} rounds")
-    print_table(["c", "threads", "1-token step ms", f"1+{DRAFTS} verify step ms", "verify / 1-token",
-                 f"speed-up vs {args.threads[0]} thread(s), 1-token"], rows)
-
+    print_table(["dtype (weights)", "c", "threads", "1-token step ms", f"1+{DRAFTS} verify step ms",
+                 "verify / 1-token", f"speed-up vs {args.threads[0]} thread(s), 1-token"], rows)
 
 if __name__ == "__main__":
     main()

@@ -147,6 +147,7 @@ class ModelConfig:
     seed: int = 0
     served_model_name: str | None = None
     num_threads: int | None = None  # CPU threads for torch; None: 1 for small models, else torch's default
+    enforce_eager: bool = False  # True: run the modules, never the captured step (models/native_stack.py)
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -11,7 +11,7 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
                         enable_prefix_caching: bool = True, enable_chunked_prefill: bool = True,
                         attention_backend: str = "auto", speculative_config: dict | SpecConfig | None = None,
                         served_model_name: str | None = None, max_waiting: int = 1024,
-                        num_threads: int | None = None) -> EngineConfig:
+                        num_threads: int | None = None, enforce_eager: bool = False) -> EngineConfig:
     """One place that turns user-facing keyword arguments into the frozen config tree."""
     if model is None:
         from sparkserve.assets import demo_model_path
@@ -24,7 +24,8 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
     spec = speculative_config if isinstance(speculative_config, SpecConfig) else \
         SpecConfig.from_dict(speculative_config or {})
     return EngineConfig(
-        model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name, num_threads),
+        model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name, num_threads,
+                          enforce_eager),
         cache=CacheConfig(block_size, num_kv_blocks, kv_cache_memory_bytes, enable_prefix_caching),
         scheduler=SchedulerConfig(max_num_seqs, max(max_num_batched_tokens, 1), max_model_len,
                                   enable_chunked_prefill, max_waiting),

@@ -44,6 +44,10 @@ class Engine:
         set_cpu_threads(mc.num_threads, mc.model, device)
         self.model, self.model_config = load_model(mc.model, mc.dtype, device)
         self.model.fuse_for_inference(bf16_when_exact=mc.dtype == "auto")  # bf16 storage only where exact
+        if device.type == "cpu" and not mc.enforce_eager:
+            reason = self.model.capture_step()
+            log.info("captured step: %s", "the layer stack runs as one native call" if reason is None
+                     else f"off ({reason})")
         self.tokenizer = _load_tokenizer(mc.tokenizer or mc.model)
         self.eos_token_ids = self.tokenizer.eos_token_ids if self.tokenizer else _config_eos(self.model_config)
         sched = config.scheduler

@@ -119,6 +119,7 @@ class DecoderForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.rotary = RotaryEmbedding(cfg.head_dim, cfg.max_position_embeddings, cfg.rope_theta, cfg.rope_scaling)
         self.scale = cfg.head_dim ** -0.5
+        self.native_stack = None  # set by capture_step(): the whole layer stack as one native call
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, attn: AttentionContext,
                 capture_layer_ids: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -128,12 +129,17 @@ class DecoderForCausalLM(nn.Module):
         """
         x = self.model.embed_tokens(input_ids)
         captured = {-1: x} if -1 in capture_layer_ids else {}
-        for i, layer in enumerate(self.model.layers):
-            x = layer(x, positions, self.rotary, attn)
-            if i in capture_layer_ids:
-                captured[i] = x
+        if self.native_stack is not None and self.native_stack.applies(x, attn):
+            hidden, from_layers = self.native_stack(x, positions, attn, capture_layer_ids)
+            captured.update(from_layers)
+        else:
+            for i, layer in enumerate(self.model.layers):
+                x = layer(x, positions, self.rotary, attn)
+                if i in capture_layer_ids:
+                    captured[i] = x
+            hidden = self.model.norm(x)
         feats = torch.cat([captured[i] for i in capture_layer_ids], dim=-1) if capture_layer_ids else None
-        return self.model.norm(x), feats
+        return hidden, feats
 
     def fuse_for_inference(self, bf16_when_exact: bool = False) -> "DecoderForCausalLM":
         """Fuse q/k/v and gate/up projections (serving only; the fused model has no HF state dict).
@@ -147,6 +153,15 @@ class DecoderForCausalLM(nn.Module):
             small = sum(p.numel() for p in self.parameters()) < 250e6
             use_cpu_inference_linears(self, bf16_when_exact, dual_layout=small)
         return self
+
+    def capture_step(self) -> str | None:
+        """Run the fused layer stack as one native call from now on (models/native_stack.py); returns None
+        when captured, else why not (the module path then stays)."""
+        from sparkserve.models.native_stack import NativeDecoderStack, unsupported_reason
+
+        reason = unsupported_reason(self)
+        self.native_stack = NativeDecoderStack(self) if reason is None else None
+        return reason
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [N, H] -> logits [N, V] (fp32)."""
