@@ -103,7 +103,8 @@ def main(argv=None) -> None:
     ap.add_argument("--offline-concurrency", type=int, nargs="+", default=[1, 16])
     ap.add_argument("--sweep-concurrency", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--out", default=os.path.join("bench", "results", "ab"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "ab"))
     args = ap.parse_args(argv)
     jobs = [{"kind": "offline", "concurrency": args.offline_concurrency}]
     jobs += [{"kind": "sweep", "setup": s, "concurrency": args.sweep_concurrency, "max_tokens": args.max_tokens}

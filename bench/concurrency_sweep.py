@@ -173,7 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threshold", type=float, default=0.5, help="confidence cut of the threshold planner")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--kv-cache-bytes", type=int, default=512 << 20, help="per engine (they are all alive at once)")
-    ap.add_argument("--out", default=os.path.join("bench", "results", "concurrency_sweep"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "concurrency_sweep"))
     ap.add_argument("--render", action="store_true", help="only re-render sweep.md and the plots from OUT/sweep.json")
     ap.add_argument("--merge", action="store_true",
                     help="replace the rows of the setups run now in OUT/sweep.json, keep the others "

@@ -103,7 +103,8 @@ def main(argv=None) -> None:
     ap.add_argument("--skip-greedy", action="store_true", help="only the acceptance comparison")
     ap.add_argument("--methods", nargs="+", default=["dspark", "dflash", "eagle3"])
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default="bench/results/inflate_check")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                  "inflate_check"))
     args = ap.parse_args(argv)
     from sparkserve.assets import demo_model_path
     from sparkserve.demo.inflate import inflate
