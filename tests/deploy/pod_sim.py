@@ -31,6 +31,15 @@ def loopback_up() -> None:
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh", b"lo", flags | IFF_UP))
 
 
+def die_with_parent() -> None:
+    """In the container process: SIGKILL when this stand-in dies (a timed-out test leaves nothing;
+    the engine core follows its API process on its own)."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of ``pid`` and its children (the engine core), MiB."""
     total = 0
@@ -64,7 +73,8 @@ def main(spec_path: str) -> int:
     base = f"http://127.0.0.1:{spec['port']}"
     report: dict = {"startup_statuses": []}
     log = open(spec["log"], "wb")
-    proc = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec["cwd"], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(spec["argv"], env=spec["env"], cwd=spec["cwd"], stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=die_with_parent)
     try:
         sp = spec["probes"]["startupProbe"]
         deadline = time.monotonic() + sp.get("initialDelaySeconds", 0) + sp["periodSeconds"] * sp["failureThreshold"]
