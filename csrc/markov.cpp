@@ -86,19 +86,56 @@ at::Tensor head_update(int64_t head, const Linear& proj, int64_t rank, const at:
   return e;
 }
 
-// i with probability w_i / sum(w) for one U[0, 1): fp64 block sums, then the first index inside the
-// block where the running sum exceeds u * total; the last positive weight if rounding leaves none.
-inline int64_t draw_blocked(const float* w, int64_t vocab, double u, std::vector<double>& block_sums) {
+// z[v] = (base[v] + float(proj[v])) / t (Divide false: no division), rounded per op as the reference's
+// separate kernels round; returns max z.
+template <bool Divide, typename T>
+inline float logits_row(const float* base, const T* proj, float t, int64_t vocab, float* z) {
+  if (proj == nullptr) {
+#pragma omp simd
+    for (int64_t v = 0; v < vocab; ++v) z[v] = Divide ? base[v] / t : base[v];
+  } else {
+#pragma omp simd
+    for (int64_t v = 0; v < vocab; ++v) {
+      const float sum = base[v] + static_cast<float>(proj[v]);
+      z[v] = Divide ? sum / t : sum;
+    }
+  }
+  return max_f32(z, vocab);
+}
+
+// First index of the value best in z (torch.argmax's tie rule): whole blocks below it are skipped.
+inline int64_t first_index_of(const float* z, int64_t vocab, float best) {
+  int64_t i = 0;
+  for (; i + kDrawBlock <= vocab && !(max_f32(z + i, kDrawBlock) >= best); i += kDrawBlock) {
+  }
+  while (i + 1 < vocab && !(z[i] == best)) ++i;
+  return i;
+}
+
+// q = e / sum(e) in place (e = exp(z - zmax), fp32 sum), then i with probability q_i for one U[0, 1):
+// fp64 block sums (taken in the same pass as the normalisation), then the first index inside the block
+// where the running sum exceeds u * total; the last positive q if rounding leaves none.
+inline int64_t softmax_and_draw(float* z, int64_t vocab, float zmax, double u, std::vector<double>& block_sums) {
+  float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t v = 0; v < vocab; ++v) {
+    z[v] = exp_nonpositive(z[v] - zmax);
+    sum += z[v];
+  }
+  const float inv = 1.0f / sum;
   const int64_t blocks = (vocab + kDrawBlock - 1) / kDrawBlock;
   block_sums.resize(blocks);
   double total = 0.0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t end = std::min(vocab, (b + 1) * kDrawBlock);
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t j = b * kDrawBlock; j < end; ++j) s += static_cast<double>(w[j]);
-    block_sums[b] = s;
-    total += s;
+    double block = 0.0;
+#pragma omp simd reduction(+ : block)
+    for (int64_t j = b * kDrawBlock; j < end; ++j) {
+      z[j] = z[j] * inv;
+      block += static_cast<double>(z[j]);
+    }
+    block_sums[b] = block;
+    total += block;
   }
   const double target = u * total;
   double cum = 0.0;
@@ -109,16 +146,16 @@ inline int64_t draw_blocked(const float* w, int64_t vocab, double u, std::vector
     }
     const int64_t end = std::min(vocab, (b + 1) * kDrawBlock);
     for (int64_t j = b * kDrawBlock; j < end; ++j) {
-      cum += static_cast<double>(w[j]);
+      cum += static_cast<double>(z[j]);
       if (cum > target) return j;
     }
   }
   int64_t last = vocab - 1;
-  while (last > 0 && !(w[last] > 0.0f)) --last;
+  while (last > 0 && !(z[last] > 0.0f)) --last;
   return last;
 }
 
-// The fused row pass of step k: z = base_row + float(proj_row); argmax or softmax(z / T) + draw.
+// The fused row pass of step k: z = base_row + float(proj_row); argmax, or q = softmax(z / T) and the draw.
 template <typename T>
 void draw_rows(const float* base, int64_t base_stride, const T* proj, int64_t vocab, int64_t rows,
                const bool* greedy, const float* temperature, const int64_t* num_drafts, const int64_t* probs_row,
@@ -130,35 +167,14 @@ void draw_rows(const float* base, int64_t base_stride, const T* proj, int64_t vo
       const float* b = base + r * base_stride;
       const T* m = proj == nullptr ? nullptr : proj + r * vocab;
       const bool draw = !greedy[r] && k < num_drafts[r];
-      float* z = draw ? probs + (probs_row[r] * steps + k) * vocab : zbuf.data();
-      if (m == nullptr) {
-#pragma omp simd
-        for (int64_t v = 0; v < vocab; ++v) z[v] = b[v];
-      } else {
-#pragma omp simd
-        for (int64_t v = 0; v < vocab; ++v) z[v] = b[v] + static_cast<float>(m[v]);
-      }
-      if (!draw) {  // first index of the max, as torch.argmax
-        const float best = max_f32(z, vocab);
-        int64_t i = 0;
-        while (i + 1 < vocab && !(z[i] == best)) ++i;
-        tokens[r * steps + k] = i;
+      if (!draw) {
+        const float best = logits_row<false>(b, m, 1.0f, vocab, zbuf.data());
+        tokens[r * steps + k] = first_index_of(zbuf.data(), vocab, best);
         continue;
       }
-      const float t = temperature[r];
-#pragma omp simd
-      for (int64_t v = 0; v < vocab; ++v) z[v] = z[v] / t;
-      const float zmax = max_f32(z, vocab);
-      float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t v = 0; v < vocab; ++v) {
-        z[v] = exp_nonpositive(z[v] - zmax);
-        sum += z[v];
-      }
-      const float inv = 1.0f / sum;
-#pragma omp simd
-      for (int64_t v = 0; v < vocab; ++v) z[v] = z[v] * inv;
-      tokens[r * steps + k] = draw_blocked(z, vocab, uniforms[r * steps + k], block_sums);
+      float* q = probs + (probs_row[r] * steps + k) * vocab;
+      const float zmax = logits_row<true>(b, m, temperature[r], vocab, q);
+      tokens[r * steps + k] = softmax_and_draw(q, vocab, zmax, uniforms[r * steps + k], block_sums);
     }
   });
 }
