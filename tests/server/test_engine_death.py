@@ -126,7 +126,7 @@ def test_killed_engine_core_fails_requests_and_exits_nonzero(server_model_dir, t
 def test_frozen_engine_core_is_killed_after_the_heartbeat_timeout(server_model_dir, tmp_path):
     """SIGSTOP freezes the whole core (its heartbeat thread too): after --engine-heartbeat-timeout
     the server kills it, and the running and waiting requests get errors rather than silence."""
-    server = _start(server_model_dir, tmp_path, "--engine-heartbeat-timeout", "2")
+    server = _start(server_model_dir, tmp_path, "--engine-heartbeat-timeout", "4")
     try:
         core = server.core_pid()
         load = Load(server).start()
