@@ -158,3 +158,16 @@ def test_prometheus_adapter_rule_names_the_hpa_metric():
     name = re.sub(rule["name"]["matches"], rule["name"]["as"].replace("${1}", r"\1"), "sparkserve:num_requests_waiting")
     hpa = one(rendered("cpu-demo"), "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == name
+
+
+def test_gpu_overlay_does_not_start_without_a_key():
+    """The base Secret is empty on purpose: the GPU pod refuses to start until the key is set,
+    instead of serving unauthenticated."""
+    import subprocess
+    import sys
+
+    docs = rendered("gpu")
+    assert one(docs, "Secret")["stringData"]["api-key"] == ""
+    args = [a.replace("$(SPARKSERVE_API_KEY)", "") for a in _container(docs)["args"]]
+    r = subprocess.run([sys.executable, "-m", "sparkserve.cli", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--api-key is empty" in r.stderr, r.stderr
