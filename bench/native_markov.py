@@ -7,7 +7,8 @@ their values), then ``propose`` is timed for c = 1 and 16 requests, greedy and a
 temperature 0.7 (drafts are drawn from softmax(z / T)). Per case: the whole proposal (the draft step:
 block forward, lm_head, the loop) and the loop alone (the same base logits and rows handed to
 ``DSparkProposer._draft_torch`` or ``markov_native.markov_draft``). Backends alternate within every
-round; the table gives medians and torch / native.
+round; the table gives medians and torch / native. Last, the share of the loop both backends spend
+in the same call: gamma W2 u products through the drafter's own ``markov_w2`` module.
 Usage: ``python bench/native_markov.py [--rounds 30] [--threads 1] [--context 128]``.
 """
 from __future__ import annotations
@@ -103,6 +104,17 @@ def main() -> None:
                     fn(key, b)
                     times[(w, key, b)].append(time.perf_counter() - start)
     DSparkProposer.markov_backend = "auto"
+    w2_ms = {}
+    with torch.inference_mode():
+        for c in (1, 16):
+            u = markov.markov_w1.weight[:c].clone()  # [c, r]
+            samples = []
+            for _ in range(args.rounds):
+                start = time.perf_counter()
+                for _ in range(gamma):
+                    markov.markov_w2(u)
+                samples.append(time.perf_counter() - start)
+            w2_ms[c] = statistics.median(samples) * 1e3
     linear = type(markov.markov_w2).__name__
     print(f"threads {args.threads}, rounds {args.rounds}, context {args.context}, gamma {gamma}, "
           f"drafter linears {linear}; median ms per call")
@@ -112,6 +124,7 @@ def main() -> None:
         for key in cases:
             t, n = (statistics.median(times[(w, key, b)]) * 1e3 for b in BACKENDS)
             print(f"| {w:8} | {key[0]:>3} | {key[1]:>4} | {t:9.3f} | {n:9.3f} | {t / n:12.2f} |")
+    print("of the loop, gamma W2 u products (" + linear + "): " + ", ".join(f"c={c} {ms:.3f} ms" for c, ms in w2_ms.items()))
 
 
 if __name__ == "__main__":
