@@ -43,10 +43,7 @@ def format_table(table) -> str:
 def run(args: argparse.Namespace) -> int:
     from sparkserve.assets import demo_speculative_config
     from sparkserve.engine.args import build_engine_config
-    from sparkserve.engine.engine import Engine
-    from sparkserve.engine.spec_control import cost_key
     from sparkserve.spec_decode.cost_model import CostTable, cache_dir
-    from sparkserve.spec_decode.profile import profile_runner
 
     spec = args.speculative_config if args.speculative_config is not None else \
         (demo_speculative_config() if args.model is None else None)
@@ -55,6 +52,13 @@ def run(args: argparse.Namespace) -> int:
                               attention_backend=args.attention_backend, max_num_seqs=args.max_num_seqs,
                               max_num_batched_tokens=args.max_num_batched_tokens,
                               speculative_config={**(spec or {}), "verify": "fixed"})
+    from sparkserve.engine.engine import Engine
+    from sparkserve.engine.spec_control import cost_key
+    from sparkserve.spec_decode.profile import profile_runner
+
+    # the table's key depends on what the loaded model stores (dtype, bf16 weight storage, backend),
+    # so even --show builds the engine
+    print("building the engine (model, KV cache, drafter) ...", flush=True)
     engine = Engine(cfg)
     key = cost_key(cfg.spec, engine.runner, cfg.model.model, cfg.scheduler.max_num_batched_tokens)
     print(f"setup: {json.dumps(key.__dict__)}")
@@ -63,11 +67,13 @@ def run(args: argparse.Namespace) -> int:
         if table is None:
             print(f"no cached table for this setup under {cache_dir(args.cache_dir)}")
             return 1
-    else:
-        table = profile_runner(engine.runner, cfg.scheduler.max_num_batched_tokens, args.max_num_seqs,
-                               args.time_limit, key=key)
+        print(format_table(table))
+        return 0
+    print(f"profiling for up to {args.time_limit:g} s ...", flush=True)
+    table = profile_runner(engine.runner, cfg.scheduler.max_num_batched_tokens, args.max_num_seqs,
+                           args.time_limit, key=key)
     print(format_table(table))
-    if not args.show and not args.no_save:
+    if not args.no_save:
         print(f"saved {table.save_cached(args.cache_dir)}")
     if args.out:
         print(f"wrote {table.save(args.out)}")
