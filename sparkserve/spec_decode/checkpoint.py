@@ -155,7 +155,8 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=_resolve_dtype(dtype, target_model, device)).eval()
     if device.type == "cpu":
-        use_cpu_inference_linears(model)  # the chain/Markov steps are 1-2 row products (layers/linear.py)
+        # the chain/Markov steps are 1-2 row products (layers/linear.py); bf16 storage only where exact
+        use_cpu_inference_linears(model, bf16_when_exact=dtype in (None, "auto"))
     backend = get_backend(attention_backend, device.type)
     if dcfg.kind == "eagle3":
         proposer = Eagle3Proposer(model, num_blocks, block_size, attention_backend=backend)
