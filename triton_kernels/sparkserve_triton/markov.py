@@ -81,8 +81,10 @@ def markov_logits(base_logits: torch.Tensor, w2: torch.Tensor, u: torch.Tensor |
 def markov_step(head, base_logits: torch.Tensor, hidden: torch.Tensor, prev_ids: torch.Tensor, state=None):
     """``MarkovHead.step`` with the V-wide part in the kernel: base_logits [R, V], hidden [R, H],
     prev_ids [R] -> (fp32 logits z [R, V], new state)."""
+    from sparkserve.spec_decode.heads import MarkovHead
+
     w2 = head.markov_w2.weight  # [V, r]
-    if type(head).__name__ == "MarkovHead":  # vanilla: u = W1[prev], gathered in the kernel
+    if type(head) is MarkovHead:  # vanilla: u = W1[prev], gathered in the kernel
         return markov_logits(base_logits, w2, w1=head.markov_w1.weight, prev_ids=prev_ids), state
     emb = head.prev_embeddings(prev_ids).to(hidden.dtype)  # [R, r]
     u, state = head._update(hidden, emb, state)
