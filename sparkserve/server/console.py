@@ -51,8 +51,15 @@ def ready_summary(settings, info, url: str) -> str:
             f"device {kw.get('device', 'auto')}{ctx}; {drafter}{planner})")
 
 
+def log_admitted(request_id: str, kind: str, num_prompt_tokens: int, sampling: dict) -> None:
+    """DEBUG: a request the engine queued, with its effective sampling settings (defaults filled in)."""
+    if request_log.isEnabledFor(logging.DEBUG):
+        shown = {k: v for k, v in sampling.items() if v not in (None, [], False)}
+        request_log.debug("%s %s admitted: prompt_tokens=%d %s", request_id, kind, num_prompt_tokens, shown)
+
+
 def log_request(request_id: str, kind: str, num_prompt_tokens: int, choices, spec_decode, start_s: float,
-                status: str) -> None:
+                status: str, ttft_s: float | None = None) -> None:
     """One INFO line per generation request: id, tokens in/out, latency, acceptance, finish reason(s)."""
     latency_s = time.monotonic() - start_s
     out = sum(c.num_output_tokens for c in choices)
@@ -63,3 +70,6 @@ def log_request(request_id: str, kind: str, num_prompt_tokens: int, choices, spe
                   f" mean_acceptance_length={spec_decode.mean_acceptance_length:.2f}")
     request_log.info("%s %s status=%s prompt_tokens=%d output_tokens=%d latency=%.3fs finish=%s%s",
                      request_id, kind, status, num_prompt_tokens, out, latency_s, reasons, accept)
+    if ttft_s is not None:
+        request_log.debug("%s time to first token %.3fs, %.1f output tokens/s after it", request_id, ttft_s,
+                          (out - 1) / max(latency_s - ttft_s, 1e-9) if out > 1 else 0.0)

@@ -19,7 +19,7 @@ from sparkserve.engine.client import RequestState
 from sparkserve.errors import EngineError
 from sparkserve.outputs import SpecDecodeStats
 from sparkserve.server import errors
-from sparkserve.server.console import log_request
+from sparkserve.server.console import log_admitted, log_request
 from sparkserve.server.params import (COMPLETIONS_DEFAULT_MAX_TOKENS, chat_prompt, completion_prompt, decode_json,
                                       longest_token_bytes, request_params, sampling_kwargs)
 from sparkserve.server.protocol import ChatCompletionRequest, CompletionRequest, Usage
@@ -121,8 +121,10 @@ class Generation:
         if not self.finished:
             self.server.client.abort(self.state.request_id)
         self.server.exit_request()
+        first = self.state.first_token_time
         log_request(self.state.request_id, self.kind, self.state.num_prompt_tokens, self.choices, self.spec_decode,
-                    self.state.arrival, "finished" if self.finished else "aborted")
+                    self.state.arrival, "finished" if self.finished else "aborted",
+                    None if first is None else first - self.state.arrival)
 
 
 class SSEResponse(StreamingResponse):
@@ -209,6 +211,7 @@ async def generate(request: Request, kind: str) -> Response:
     except BaseException:
         server.exit_request()
         raise
+    log_admitted(rid, kind, len(ids), kwargs)
     gen = Generation(server, state, n, kind)
     if req.stream:
         return SSEResponse(_events(gen, fmt, include_usage), on_close=gen.close)

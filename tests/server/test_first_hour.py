@@ -148,7 +148,8 @@ def test_invalid_content_length_gets_the_envelope(server):
 def small_server(server_model_dir, tmp_path_factory):
     log = str(tmp_path_factory.mktemp("logs") / "first-hour.log")
     proc = ServerProcess(server_model_dir, log, "--max-model-len", "128", "--num-kv-blocks", "64",
-                         "--body-read-timeout", "1", "--served-model-name", MODEL_NAME, api_key=None)
+                         "--body-read-timeout", "1", "--served-model-name", MODEL_NAME, "--log-level", "debug",
+                         api_key=None)
     try:
         yield proc.wait_ready()
     finally:
@@ -161,9 +162,11 @@ def test_ready_line_and_one_log_line_per_request(small_server):
     rid = r.json()["id"]
     log = small_server.log()
     assert "ready at http://127.0.0.1:" in log and f"model names: {MODEL_NAME}" in log
-    line = next(ln for ln in log.splitlines() if rid in ln)
+    line = next(ln for ln in log.splitlines() if rid in ln and " INFO " in ln)
     assert "sparkserve.request" in line and "prompt_tokens=" in line and "output_tokens=3" in line
     assert "finish=length" in line and "latency=" in line
+    # --log-level debug adds the admitted request's effective settings and its time to first token
+    assert f"{rid} chat admitted: prompt_tokens=" in log and f"{rid} time to first token" in log
 
 
 def test_huge_prompt_is_refused_before_tokenizing(small_server):
