@@ -7,7 +7,6 @@ is an install bug that must fail loudly.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
@@ -16,9 +15,14 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-HAVE_TRITON = importlib.util.find_spec("triton") is not None
-if not HAVE_TRITON and os.environ.get("CI"):
-    raise ImportError("triton is missing in CI: it is in the dev extra (pip install -e '.[dev]')")
+try:
+    import triton  # noqa: F401
+
+    TRITON_ERROR = None
+except ImportError as e:
+    TRITON_ERROR = e
+if TRITON_ERROR is not None and os.environ.get("CI"):
+    raise ImportError(f"triton is missing in CI: it is in the dev extra (pip install -e '.[dev]'): {TRITON_ERROR}")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
