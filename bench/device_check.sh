@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU check (issue 15): run it on a machine with a CUDA GPU, from anywhere; the step limits add
-# up to 7.5 minutes.
+# up to 7.5 minutes (plus up to 2 for an optional SPARKSERVE_WHEELS install).
 #
 #   bash bench/device_check.sh [OUT_DIR] [--dry-run]        (OUT_DIR default: $SPARKSERVE_DEVICE_CHECK_OUT,
 #                                                             else /tmp/sparkserve-device-check)
