@@ -51,6 +51,7 @@ class StreamLinear(nn.Module):
     def __init__(self, linear: nn.Module, bf16_when_exact: bool = False):
         super().__init__()
         weight = linear.weight.detach()
+        self.compute_dtype = weight.dtype  # what its inputs should be in (bf16 storage still computes in fp32)
         if bf16_when_exact and weight.dtype == torch.float32 and exactly_bf16(weight):
             weight = weight.to(torch.bfloat16)
         self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)  # [out, in]
@@ -68,6 +69,11 @@ class StreamLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, weight={self.weight.dtype}"
+
+
+def input_dtype(linear: nn.Module) -> torch.dtype:
+    """The dtype to feed ``linear`` (any of the linears here): its weight's, unless that is only storage."""
+    return getattr(linear, "compute_dtype", linear.weight.dtype)
 
 
 def use_dual_layout(module: nn.Module, names: tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from sparkserve.attention.base import AttentionBackend, DraftMask
 from sparkserve.attention.registry import get_backend
+from sparkserve.layers.linear import input_dtype
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.decoder import MLP
@@ -227,7 +228,7 @@ class DSparkProposer:
         return self.model.block_layers(x, q_pos, self.rotary, lambda i, q, k, v: ctx.forward(i, q, k, v, masks[i]))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.lm_head(hidden.to(self.lm_head.weight.dtype)).float()
+        logits = self.lm_head(hidden.to(input_dtype(self.lm_head))).float()
         dcfg = self.config
         if dcfg.output_multiplier != 1.0:
             logits = logits * dcfg.output_multiplier

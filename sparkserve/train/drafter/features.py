@@ -23,6 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sparkserve.attention.base import DenseCausalContext
+from sparkserve.layers.linear import input_dtype
 
 
 class TargetFeatures:
@@ -49,7 +50,7 @@ class TargetFeatures:
         logits = None
         if self.need_logits:
             head = self.target.lm_head
-            logits = head(hidden.to(head.weight.dtype)).float()
+            logits = head(hidden.to(input_dtype(head))).float()
         return feats.float(), logits
 
 
