@@ -3,7 +3,8 @@ per-user speed stays at or above a floor (``--min-tok-s-user 60,120``).
 
 A run qualifies at floor f when its median tok/s/user is >= f. ``next_load_worth_running`` is the
 search's stopping rule: per-user speed falls as load rises, so once a setup's median is below the
-lowest floor no heavier load can qualify and its sweep stops.
+lowest floor at ``patience`` (2) load levels in a row, no heavier load is expected to qualify and its
+sweep stops (one level is not enough on a noisy machine: a slow minute would end the sweep).
 """
 from __future__ import annotations
 
@@ -37,9 +38,12 @@ def frontier(runs_by_setup: dict[str, list[dict]], floors: list[float]) -> list[
     return [best_under_floor(runs, f, name) for name, runs in runs_by_setup.items() for f in floors]
 
 
-def next_load_worth_running(runs: list[dict], floors: list[float]) -> bool:
-    """False once the heaviest load run so far fell below every floor (a setup's runs in load order)."""
-    return not runs or not floors or runs[-1][SPEED_KEY] >= min(floors)
+def next_load_worth_running(runs: list[dict], floors: list[float], patience: int = 2) -> bool:
+    """False once the ``patience`` heaviest loads run so far all fell below every floor (a setup's
+    runs in load order)."""
+    if not floors or len(runs) < patience:
+        return True
+    return any(r[SPEED_KEY] >= min(floors) for r in runs[-patience:])
 
 
 def pareto(runs: list[dict]) -> list[dict]:

@@ -120,5 +120,6 @@ def per_request_lists(records: list[RequestRecord]) -> dict:
     return {"input_lens": [r.prompt_tokens for r in records], "output_lens": [r.output_tokens for r in records],
             "ttfts": [r.ttft_s if r.success else 0.0 for r in records],
             "e2els": [r.e2e_s if r.success else 0.0 for r in records],
+            "user_tok_s": [r.user_tok_s if r.success else 0.0 for r in records],
             "itls": [r.itls_s if r.success else [] for r in records],
             "errors": [r.error or "" for r in records]}

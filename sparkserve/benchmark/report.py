@@ -79,13 +79,19 @@ def markdown(doc: dict) -> str:
     parts.append(table([h for _, h in RUN_COLUMNS], rows))
     if doc.get("frontier"):
         points = [FrontierPoint(**p) for p in doc["frontier"]]
-        base = {p.min_tok_s_user: p.output_throughput for p in points if p.setup == points[0].setup}
+        models = doc.get("models", {})
+        base: dict = {}  # (served model, floor) -> the first setup of that model (ratios compare like with like)
+        for p in points:
+            base.setdefault((models.get(p.setup), p.min_tok_s_user), p)
         parts.append("### Frontier: best output tok/s with median tok/s/user >= floor")
-        headers = ["setup", "floor tok/s/user", "best load", "out tok/s", "tok/s/user", "vs " + points[0].setup]
-        parts.append(table(headers,
-                           [[p.setup, p.min_tok_s_user, p.load or "none met it", p.output_throughput, p.user_tok_s,
-                             p.output_throughput / base[p.min_tok_s_user] if base.get(p.min_tok_s_user) else None]
-                            for p in points]))
+        headers = ["setup", "floor tok/s/user", "best load", "out tok/s", "tok/s/user", "vs first setup of its model"]
+        rows = []
+        for p in points:
+            b = base[models.get(p.setup), p.min_tok_s_user]
+            ratio = p.output_throughput / b.output_throughput if b.output_throughput else None
+            rows.append([p.setup, p.min_tok_s_user, p.load or "none met it", p.output_throughput, p.user_tok_s,
+                         f"{_f(ratio)} ({b.setup})" if ratio is not None else "-"])
+        parts.append(table(headers, rows))
     failures = [(name, r["load"], s) for name, runs in doc["setups"].items() for r in runs
                 for s in r.get("error_samples", ())]
     if failures:

@@ -64,6 +64,11 @@ def test_multi_turn_and_completions(bench_server, tmp_path):
                  "--ignore-eos", "--request-rate", "50", "--out", str(out), "--no-plots") == 0
     r = result(out)["setups"]["server"][0]
     assert (r["completed"], r["input_lens"], r["load"]) == (4, [40] * 4, "rate=50/s")
+    # bounded by time: 300 conversations at c=1 cannot all start within half a second
+    assert bench("--base-url", bench_server.url, "--dataset", "demo-math", "--num-prompts", "300", "--output-len",
+                 "8", "--duration-s", "0.5", "--warmup-requests", "0", "--out", str(out), "--no-plots") == 0
+    r = result(out)["setups"]["server"][0]
+    assert 1 <= r["completed"] < 300 and r["failed"] == 0 and len(r["user_tok_s"]) == r["completed"]
 
 
 def test_compare_interleaves_and_stops_what_it_launched(bench_server, bench_model_dir, tmp_path):

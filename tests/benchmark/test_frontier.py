@@ -26,11 +26,14 @@ def test_best_throughput_under_each_floor():
     assert best_under_floor([], 10, "x").load is None
 
 
-def test_search_stops_below_the_lowest_floor():
+def test_search_stops_below_the_lowest_floor_twice():
     assert next_load_worth_running([], [60])
     assert next_load_worth_running(PLAIN[:3], [60, 120])  # c=4 is exactly at the floor
-    assert not next_load_worth_running(PLAIN[:4], [60, 120])
-    assert next_load_worth_running(PLAIN[:4], [30]) and next_load_worth_running(PLAIN, [])
+    assert next_load_worth_running(PLAIN[:4], [60, 120])  # c=8 is below it: one level may be noise
+    assert not next_load_worth_running(PLAIN[:5], [60, 120])  # c=8 and c=16 are both below
+    assert not next_load_worth_running(PLAIN[:4], [60, 120], patience=1)
+    assert next_load_worth_running(PLAIN[:1], [200])  # too few levels to judge
+    assert next_load_worth_running(PLAIN, [30]) and next_load_worth_running(PLAIN, [])
 
 
 def test_pareto_and_repeat_medians():
