@@ -19,50 +19,66 @@ def _pyplot():
     return plt
 
 
+def by_model(doc: dict) -> dict[str, list[str]]:
+    """Served model -> its setups (one panel each: two targets' scales differ by 10x)."""
+    groups: dict[str, list[str]] = {}
+    for name in doc["setups"]:
+        groups.setdefault(str(doc.get("models", {}).get(name, "")), []).append(name)
+    return groups
+
+
 def write_plots(doc: dict, out_dir: str) -> list[str]:
-    """Writes the plots into ``out_dir``; returns their paths."""
+    """Writes the plots into ``out_dir``; returns their paths. A setup keeps its colour throughout."""
     plt = _pyplot()
     os.makedirs(out_dir, exist_ok=True)
     paths = []
+    colour = {name: f"C{i % 10}" for i, name in enumerate(doc["setups"])}
+    groups = by_model(doc)
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, runs in doc["setups"].items():
-        rows = aggregate(runs)
-        ax.plot([r[SPEED_KEY] for r in rows], [r[THROUGHPUT_KEY] for r in rows], "o-", label=name)
-        for r in rows:
-            ax.annotate(r["load"], (r[SPEED_KEY], r[THROUGHPUT_KEY]), fontsize=6, alpha=0.7)
-    for floor in doc["config"].get("min_tok_s_user") or ():
-        ax.axvline(floor, color="gray", ls=":", lw=1)
-    ax.set(xlabel="median tok/s/user", ylabel="output tok/s", title="throughput vs per-user speed")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
+    for ax, (model, names) in zip(axes[0], groups.items()):
+        for name in names:
+            rows = aggregate(doc["setups"][name])
+            ax.plot([r[SPEED_KEY] for r in rows], [r[THROUGHPUT_KEY] for r in rows], "o-", label=name,
+                    color=colour[name])
+            for r in rows:
+                ax.annotate(r["load"], (r[SPEED_KEY], r[THROUGHPUT_KEY]), fontsize=6, alpha=0.7)
+        for floor in doc["config"].get("min_tok_s_user") or ():
+            ax.axvline(floor, color="gray", ls=":", lw=1)
+        ax.set(xlabel="median tok/s/user", ylabel="output tok/s", title=f"throughput vs per-user speed\n{model}")
+        ax.legend(fontsize=7)
     paths.append(_save(fig, out_dir, "frontier.png"))
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drew = False
-    for name, runs in doc["setups"].items():
-        rows = [r for r in aggregate(runs) if r.get("spec_decode_mean_verify_length") is not None]
-        if rows:
-            drew = True
-            ax.plot([r["load"] for r in rows], [r["spec_decode_mean_verify_length"] for r in rows], "o-", label=name)
-    if drew:
-        ax.set(xlabel="load", ylabel="mean verify length (drafts/round)", title="verify length vs load")
-        ax.legend(fontsize=7)
-        ax.tick_params(axis="x", labelsize=7, rotation=30)
+    spec_groups = {m: [n for n in names if any(r.get("spec_decode_mean_verify_length") is not None
+                                               for r in doc["setups"][n])] for m, names in groups.items()}
+    spec_groups = {m: names for m, names in spec_groups.items() if names}
+    if spec_groups:
+        fig, axes = plt.subplots(1, len(spec_groups), figsize=(6 * len(spec_groups), 4), squeeze=False)
+        for ax, (model, names) in zip(axes[0], spec_groups.items()):
+            for name in names:
+                rows = [r for r in aggregate(doc["setups"][name])
+                        if r.get("spec_decode_mean_verify_length") is not None]
+                ax.plot([r["load"] for r in rows], [r["spec_decode_mean_verify_length"] for r in rows], "o-",
+                        label=name, color=colour[name])
+            ax.set(xlabel="load", ylabel="mean verify length (drafts/round)", title=f"verify length vs load\n{model}")
+            ax.legend(fontsize=7)
+            ax.tick_params(axis="x", labelsize=7, rotation=30)
         paths.append(_save(fig, out_dir, "verify_length.png"))
-    else:
-        plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, key, title in zip(axes, ("ttfts", "tpots", "e2els"), ("TTFT", "TPOT", "E2E latency")):
-        for name, runs in doc["setups"].items():
-            for r in runs:
-                vals = sorted(v * 1e3 for v in r.get(key, ()) if v)
+    # latency CDFs: per served model, at the heaviest load all its setups ran (repeats pooled)
+    fig, axes = plt.subplots(len(groups), 3, figsize=(13, 4 * len(groups)), squeeze=False)
+    for row, (model, names) in zip(axes, groups.items()):
+        loads = [{r["load"] for r in doc["setups"][n]} for n in names]
+        common = [r["load"] for r in doc["setups"][names[0]] if all(r["load"] in s for s in loads)]
+        load = common[-1] if common else None
+        for ax, key, title in zip(row, ("ttfts", "tpots", "e2els"), ("TTFT", "TPOT", "E2E latency")):
+            for name in names:
+                vals = sorted(v * 1e3 for r in doc["setups"][name] if r["load"] == load for v in r.get(key, ()) if v)
                 if vals:
-                    ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))],
-                            label=f"{name} {r['load']}" + (f" #{r['repeat']}" if r.get("repeat") else ""))
-        ax.set(xlabel=f"{title} (ms)", ylabel="fraction of requests", title=f"{title} CDF")
-        ax.set_xscale("log")
-    axes[0].legend(fontsize=6)
+                    ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], color=colour[name], label=name)
+            ax.set(xlabel=f"{title} (ms)", ylabel="fraction of requests", title=f"{title} CDF, {load}\n{model}")
+            ax.set_xscale("log")
+        row[0].legend(fontsize=7)
     paths.append(_save(fig, out_dir, "latency_cdf.png"))
     return paths
 
