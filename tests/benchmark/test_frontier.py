@@ -60,3 +60,19 @@ def test_parse_setup():
     assert parse_setup("""k3=--speculative-config '{"verify": "fixed"}'""") == \
         Setup("k3", launch_args=("--speculative-config", '{"verify": "fixed"}'))
     assert parse_setup("default=") == Setup("default")
+
+
+def test_markdown_frontier_ratios_compare_setups_of_one_model():
+    from sparkserve.benchmark.frontier import frontier as fr
+    from sparkserve.benchmark.report import markdown
+
+    def runs(rows):
+        return [{**r, "setup": "x", "repeat": 0, "completed": 1, "failed": 0} for r in rows]
+
+    setups = {"a-plain": runs(PLAIN), "a-spec": runs(SPEC), "b-plain": runs(PLAIN[:2])}
+    doc = {"config": {"dataset": "demo", "endpoint": "chat"}, "setups": setups,
+           "models": {"a-plain": "A", "a-spec": "A", "b-plain": "B"},
+           "frontier": [p.__dict__ for p in fr({n: aggregate(r) for n, r in setups.items()}, [60])]}
+    text = markdown(doc)
+    assert "| a-spec | 60 | c=8 | 560 | 70 | 2.33 (a-plain) |" in text
+    assert "| b-plain | 60 | c=2 | 190 | 95 | 1 (b-plain) |" in text
