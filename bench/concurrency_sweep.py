@@ -56,24 +56,34 @@ def sweep(engines: dict, prompts, params, concurrency: list[int], repeats: int) 
     rows = []
     for c in concurrency:
         runs: dict[str, list] = {name: [] for name in engines}
+        errors: dict[str, list] = {name: [] for name in engines}
         for _ in range(repeats):
             for name, llm in engines.items():
                 runs[name].append(run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16)))
-        rows += [summarise(name, c, runs[name]) for name in engines]
+                errors[name].append(cost_model_error(llm.engine))
+        rows += [summarise(name, c, runs[name], errors[name]) for name in engines]
     order = list(engines)
     return sorted(rows, key=lambda r: (order.index(r["setup"]), r["concurrency"]))
 
 
-def summarise(name: str, c: int, runs: list) -> dict:
+def cost_model_error(engine) -> float | None:
+    """The live step-time prediction error (the /metrics value) after a run; None without a cost table."""
+    table = engine.spec_control.stats().get("cost_table")
+    return None if table is None else table["prediction_error"]
+
+
+def summarise(name: str, c: int, runs: list, errors: list) -> dict:
     """Medians over the repeats of one setup at one concurrency."""
     row = {"setup": name, "concurrency": c,
            "throughput_tok_s": statistics.median(r.throughput for r in runs),
            "p50_user_tok_s": statistics.median(r.p50_user_tok_s for r in runs),
            "mean_verify_length": statistics.median(r.mean_verify_length for r in runs),
            "tau": statistics.median(r.mean_acceptance_length for r in runs),
+           "cost_model_error": max(errors) if all(e is not None for e in errors) else None,
            "runs": [{"throughput_tok_s": r.throughput, "p50_user_tok_s": r.p50_user_tok_s} for r in runs]}
     print(f"{name:>13} c={c:<3d} {row['throughput_tok_s']:8.1f} tok/s  {row['p50_user_tok_s']:7.1f} tok/s/user  "
-          f"verify {row['mean_verify_length']:.2f}  tau {row['tau']:.2f}", flush=True)
+          f"verify {row['mean_verify_length']:.2f}  tau {row['tau']:.2f}"
+          + ("" if row["cost_model_error"] is None else f"  cost-model error {row['cost_model_error']:.3f}"), flush=True)
     return row
 
 
@@ -129,9 +139,10 @@ def _save(fig, ax, path: str, xlabel: str, ylabel: str, title: str) -> str:
 
 def markdown(rows: list[dict], meta: dict) -> str:
     head = ["setup", "c", "output tok/s", "p50 tok/s/user", "mean verify len", "tau", "tok/s/user vs none",
-            "tok/s vs none"]
+            "tok/s vs none", "cost-model error (max)"]
     body = [[r["setup"], r["concurrency"], r["throughput_tok_s"], r["p50_user_tok_s"], r["mean_verify_length"],
-             r["tau"], r["user_vs_none"], r["throughput_vs_none"]] for r in rows]
+             r["tau"], r["user_vs_none"], r["throughput_vs_none"],
+             "-" if r.get("cost_model_error") is None else r["cost_model_error"]] for r in rows]
     return (f"Setup: `{json.dumps(meta)}`\n\n" + print_table(head, body, echo=False) + "\n\n"
             + goals(rows) + "\n")
 
