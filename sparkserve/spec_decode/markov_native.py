@@ -44,7 +44,8 @@ def _linear_kinds() -> dict[type, tuple[int, int]]:
 
 def supported(markov: MarkovHead | None, conf: ConfidenceHead | None, rows: torch.Tensor) -> bool:
     """Whether the kernel computes this drafter's loop: known head classes, linear modules of a known
-    flavour (nn.Linear, DualLayoutLinear, StreamLinear), CPU tensors in a native dtype, no autograd."""
+    flavour (nn.Linear, DualLayoutLinear, StreamLinear), CPU tensors in a native dtype, no autograd,
+    no forward hooks on the heads."""
     if rows.device.type != "cpu" or rows.dtype not in NATIVE_DTYPES or torch.is_grad_enabled():
         return False
     linears = [conf.proj] if conf is not None else []
@@ -53,7 +54,15 @@ def supported(markov: MarkovHead | None, conf: ConfidenceHead | None, rows: torc
             return False
         linears += [markov.markov_w2] + [getattr(markov, n) for n in ("gate_proj", "joint_proj") if hasattr(markov, n)]
     kinds = _linear_kinds()
-    return all(type(m) in kinds for m in linears)
+    return all(type(m) in kinds for m in linears) and not _hooked(markov, conf)
+
+
+def _hooked(*heads: nn.Module | None) -> bool:
+    """Whether a forward hook watches the heads (e.g. ``train/drafter/rollouts.py`` records the raw
+    confidence logits that way): the kernel calls no module, so those callers get the reference."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for h in heads if h is not None for m in h.modules())
 
 
 def use_native(backend: str, markov: MarkovHead | None, conf: ConfidenceHead | None, rows: torch.Tensor) -> bool:

@@ -219,6 +219,10 @@ def test_backend_switch(monkeypatch):
     assert not markov_native.use_native("auto", markov, conf, rows.to(torch.float64))
     with torch.enable_grad():
         assert not markov_native.use_native("auto", markov, conf, rows)
+    handle = conf.register_forward_hook(lambda *_: None)  # a watcher of the head gets the reference
+    assert not markov_native.use_native("auto", markov, conf, rows)
+    handle.remove()
+    assert markov_native.use_native("auto", markov, conf, rows)
     with pytest.raises(ValueError, match="backend"):
         markov_native.use_native("cuda", markov, conf, rows)
     with pytest.raises(ValueError, match="does not support"):
