@@ -42,7 +42,7 @@ def test_quality_cli_works_on_a_fresh_clone(tmp_path, monkeypatch, capsys):
     import os
 
     from sparkserve.assets import demo_model_path
-    from sparkserve.demo import quality
+    from sparkserve.demo import build, quality  # noqa: F401  (build binds engine_generate at import: before the patch)
 
     shipped = quality.shipped_examples(demo_model_path())
     assert {ex.domain for ex in shipped} == {"math", "code", "chat"} and all(ex.prompt for ex in shipped)
