@@ -26,6 +26,7 @@ struct Ops {
       qk_norm_rope;
   c10::TypedOperatorHandle<Tensor(const Tensor&)> silu_and_mul;
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear_stream;
+  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear_widen;
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, double)>
       paged_attention;
@@ -45,6 +46,7 @@ const Ops& ops() {
                                                       double)>(),
         find("sparkserve::layer_silu_and_mul").typed<Tensor(const Tensor&)>(),
         find("sparkserve::linear_stream").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
+        find("sparkserve::linear_widen").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
         find("sparkserve::paged_attention")
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&, const Tensor&,
                           const Tensor&, const Tensor&, double)>(),
@@ -54,11 +56,11 @@ const Ops& ops() {
 }
 
 // layers/linear.py StreamLinear.forward for fp32 rows: the streaming kernel up to max_rows, torch's GEMM above
-// (bf16 weights widened for the call).
+// (bf16 weights widened block by block: linear_widen).
 Tensor linear(const Tensor& x, const OptTensor& w, const OptTensor& b, int64_t max_rows) {
   if (x.size(0) <= max_rows) return ops().linear_stream.call(x, *w, b);
-  const Tensor wf = w->scalar_type() == at::kFloat ? *w : w->to(at::kFloat);
-  return at::linear(x, wf, b);
+  if (w->scalar_type() == at::kFloat) return at::linear(x, *w, b);
+  return ops().linear_widen.call(x, *w, b);
 }
 
 std::tuple<Tensor, std::vector<Tensor>> decoder_stack(

@@ -51,9 +51,33 @@ at::Tensor linear_stream(const at::Tensor& x, const at::Tensor& w, const c10::op
   return y;
 }
 
+// Many rows (prefill, big verify batches) against bf16-stored weights: torch's GEMM on fp32 copies of about
+// kWidenBlockBytes of weight rows at a time, so the widened copy stays in cache instead of streaming a full
+// fp32 weight through memory once per call.
+constexpr int64_t kWidenBlockBytes = 1 << 20;
+
+at::Tensor linear_widen(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "linear_widen: x [M, K] and w [N, K] expected");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "linear_widen: x must be float32");
+  const int64_t n = w.size(0);
+  const int64_t block_rows = std::max<int64_t>(16, kWidenBlockBytes / std::max<int64_t>(4 * w.size(1), 1));
+  at::Tensor y = at::empty({x.size(0), n}, x.options());
+  for (int64_t n0 = 0; n0 < n; n0 += block_rows) {
+    const int64_t nb = std::min(block_rows, n - n0);
+    const at::Tensor wf = w.narrow(0, n0, nb).to(at::kFloat);
+    const c10::optional<at::Tensor> b =
+        bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->narrow(0, n0, nb).to(at::kFloat))
+                                            : c10::nullopt;
+    y.narrow(1, n0, nb).copy_(at::linear(x, wf, b));
+  }
+  return y;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparkserve, m) {
   m.def("linear_stream(Tensor x, Tensor w, Tensor? bias) -> Tensor");
   m.impl("linear_stream", c10::DispatchKey::CPU, TORCH_FN(linear_stream));
+  m.def("linear_widen(Tensor x, Tensor w, Tensor? bias) -> Tensor");
+  m.impl("linear_widen", c10::DispatchKey::CPU, TORCH_FN(linear_widen));
 }

@@ -40,7 +40,8 @@ constexpr int64_t kDrawBlock = 64;   // the draw's cumulative sum walks blocks o
 // A Linear as the drafter's module computes it (layers/linear.py), so the products are the same calls:
 //   kTorchLinear  nn.Linear: linear(x, weight, bias)
 //   kDualLayout   DualLayoutLinear: x @ weight_t (+ bias) for 2-d x of at most max_rows rows, else as nn.Linear
-//   kStream       StreamLinear: sparkserve::linear_stream for fp32 x of at most max_rows rows, else
+//   kStream       StreamLinear: sparkserve::linear_stream for fp32 x of at most max_rows rows, linear_widen for
+//                 more fp32 rows against bf16 weights, else
 //                 linear(x, weight, bias) with both in x's dtype
 enum LinearKind : int64_t { kTorchLinear = 0, kDualLayout = 1, kStream = 2 };
 
@@ -63,6 +64,14 @@ struct Linear {
         std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
         shape.back() = weight.size(0);
         return op.call(x.reshape({rows, in}), weight, bias).reshape(shape);
+      }
+      if (x.scalar_type() == at::kFloat && weight.scalar_type() == at::kBFloat16) {  // StreamLinear: linear_widen
+        static auto widen = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("sparkserve::linear_widen", "")
+                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
+        std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+        shape.back() = weight.size(0);
+        return widen.call(x.reshape({rows, in}), weight, bias).reshape(shape);
       }
       const c10::optional<at::Tensor> b =
           bias.has_value() ? c10::optional<at::Tensor>(bias->to(x.scalar_type())) : c10::nullopt;

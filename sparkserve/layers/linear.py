@@ -61,9 +61,13 @@ class StreamLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
-        if x.dtype == torch.float32 and rows <= STREAM_MAX_ROWS and not torch.is_grad_enabled():
-            y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
-            return y.reshape(*x.shape[:-1], self.out_features)
+        if x.dtype == torch.float32 and not torch.is_grad_enabled():
+            if rows <= STREAM_MAX_ROWS:
+                y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+                return y.reshape(*x.shape[:-1], self.out_features)
+            if self.weight.dtype == torch.bfloat16:  # widened block by block, in cache
+                y = torch.ops.sparkserve.linear_widen(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+                return y.reshape(*x.shape[:-1], self.out_features)
         weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
         return nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
 

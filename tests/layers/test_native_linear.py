@@ -128,3 +128,16 @@ def test_use_stream_linears_counts_and_keeps_other_modules():
     assert use_stream_linears(model) == 2
     assert isinstance(model[0], StreamLinear) and isinstance(model[1][0], StreamLinear)
     assert isinstance(model[2], nn.Embedding) and weight_storage(model) == "float32"
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_widened_blocks_cover_every_weight_row(bias):
+    """linear_widen (many rows, bf16 weights): 4096 inputs make 64-row blocks, so 130 outputs take three."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(40, 4096, generator=g)
+    w = torch.randn(130, 4096, generator=g).bfloat16()
+    b = torch.randn(130, generator=g) if bias else None
+    y = torch.ops.sparkserve.linear_widen(x, w, b)
+    want = reference(x, w, b)
+    scale = x.double().abs() @ w.double().abs().t() + (0 if b is None else b.double().abs())
+    assert y.shape == (40, 130) and torch.all((y.double() - want).abs() <= 1e-6 * scale + 1e-30)
