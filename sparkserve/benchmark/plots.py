@@ -37,14 +37,17 @@ def write_plots(doc: dict, out_dir: str) -> list[str]:
 
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
     for ax, (model, names) in zip(axes[0], groups.items()):
+        top_speed = 0.0
         for name in names:
             rows = aggregate(doc["setups"][name])
+            top_speed = max([top_speed, *(r[SPEED_KEY] for r in rows)])
             ax.plot([r[SPEED_KEY] for r in rows], [r[THROUGHPUT_KEY] for r in rows], "o-", label=name,
                     color=colour[name])
             for r in rows:
                 ax.annotate(r["load"], (r[SPEED_KEY], r[THROUGHPUT_KEY]), fontsize=6, alpha=0.7)
         for floor in doc["config"].get("min_tok_s_user") or ():
-            ax.axvline(floor, color="gray", ls=":", lw=1)
+            if floor <= 1.2 * top_speed:  # a floor far right of every point would squash the panel
+                ax.axvline(floor, color="gray", ls=":", lw=1)
         ax.set(xlabel="median tok/s/user", ylabel="output tok/s", title=f"throughput vs per-user speed\n{model}")
         ax.legend(fontsize=7)
     paths.append(_save(fig, out_dir, "frontier.png"))
