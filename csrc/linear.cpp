@@ -1,4 +1,5 @@
-// Weight-streaming linear for CPU inference (see linear_kernel.h): linear_stream(x fp32 [M, K], w fp32|bf16 [N, K], bias) -> y fp32 [M, N].
+// Weight-streaming linear for CPU inference (see linear_kernel.h): linear_stream(x [M, K], w [N, K], bias) -> y [M, N]
+// for fp32 x (w fp32 or bf16; y fp32) and bf16 x (w bf16; y bf16), and linear_widen for many fp32 rows on bf16 w.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/types.h>
@@ -11,22 +12,9 @@ using sparkserve_linear::bf16;
 
 constexpr int64_t kMinWeightBytesPerThread = 1 << 18;  // below this the call stays on the caller's thread
 
-at::Tensor linear_stream(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
-  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "linear_stream: CPU tensors only");
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "linear_stream: x must be float32, got ", x.scalar_type());
-  TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16,
-              "linear_stream: w must be float32 or bfloat16, got ", w.scalar_type());
-  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "linear_stream: x [M, K] and w [N, K] expected, got ",
-              x.sizes(), " and ", w.sizes());
-  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+// fp32 x against fp32 or bf16 w (both contiguous) -> fp32 y.
+at::Tensor linear_stream_f32(const at::Tensor& xc, const at::Tensor& wc, const float* b) {
   const int64_t m = xc.size(0), k = xc.size(1), n = wc.size(0);
-  const float* b = nullptr;
-  at::Tensor bc;
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == n, "linear_stream: bias [N] expected");
-    bc = bias->to(at::kFloat).contiguous();
-    b = bc.data_ptr<float>();
-  }
   at::Tensor y = at::empty({m, n}, xc.options());
   if (m == 0 || n == 0) return y;
   const float* xp = xc.data_ptr<float>();
@@ -49,6 +37,53 @@ at::Tensor linear_stream(const at::Tensor& x, const at::Tensor& w, const c10::op
     run(reinterpret_cast<const bf16*>(wc.data_ptr<at::BFloat16>()));
   }
   return y;
+}
+
+// bf16 x against bf16 w -> bf16 y (a model run in bf16); vdpbf16ps where the CPU has it.
+at::Tensor linear_stream_bf16(const at::Tensor& x, const at::Tensor& w, const float* b) {
+  const int64_t m = x.size(0), k = x.size(1), n = w.size(0);
+#if SPARKSERVE_LINEAR_DPBF16
+  using sparkserve_linear::kPairLanes;
+  at::Tensor y = at::empty({m, n}, x.options());
+  if (m == 0 || n == 0) return y;
+  const bf16* xp = reinterpret_cast<const bf16*>(x.data_ptr<at::BFloat16>());
+  const bf16* wp = reinterpret_cast<const bf16*>(w.data_ptr<at::BFloat16>());
+  at::Tensor packed = at::empty({m * (k - k % kPairLanes)}, x.options());
+  bf16* pp = reinterpret_cast<bf16*>(packed.data_ptr<at::BFloat16>());
+  sparkserve_linear::pack_x_bf16(xp, m, k, pp);
+  bf16* yp = reinterpret_cast<bf16*>(y.data_ptr<at::BFloat16>());
+  constexpr int64_t kW = sparkserve_linear::kWeightRows;
+  const int64_t groups = (n + kW - 1) / kW;
+  const int64_t grain = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(kW * k * 2, 1));
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    sparkserve_linear::linear_rows_bf16(xp, pp, m, k, wp, b, yp, n, kW * g0, std::min(n, kW * g1));
+  });
+  return y;
+#else
+  at::Tensor y32 = linear_stream_f32(x.to(at::kFloat), w, b);
+  return y32.to(at::kBFloat16);
+#endif
+}
+
+at::Tensor linear_stream(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), "linear_stream: CPU tensors only");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || (x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16),
+              "linear_stream: x must be float32 (or bfloat16 with bfloat16 w), got ", x.scalar_type(), " and ",
+              w.scalar_type());
+  TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16,
+              "linear_stream: w must be float32 or bfloat16, got ", w.scalar_type());
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "linear_stream: x [M, K] and w [N, K] expected, got ",
+              x.sizes(), " and ", w.sizes());
+  const at::Tensor xc = x.contiguous(), wc = w.contiguous();
+  const float* b = nullptr;
+  at::Tensor bc;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == wc.size(0), "linear_stream: bias [N] expected");
+    bc = bias->to(at::kFloat).contiguous();
+    b = bc.data_ptr<float>();
+  }
+  if (xc.scalar_type() == at::kBFloat16) return linear_stream_bf16(xc, wc, b);
+  return linear_stream_f32(xc, wc, b);
 }
 
 // Many rows (prefill, big verify batches) against bf16-stored weights: torch's GEMM on fp32 copies of about

@@ -43,10 +43,11 @@ def exactly_bf16(weight: torch.Tensor) -> bool:
 
 
 class StreamLinear(nn.Module):
-    """y = x @ weight.T + bias for inference on the CPU; weight [out, in] stored fp32 or bf16, math in fp32.
+    """y = x @ weight.T + bias for inference on the CPU; weight [out, in] stored fp32 or bf16, sums in fp32.
 
-    fp32 inputs of at most ``STREAM_MAX_ROWS`` rows (any leading shape) go to the native streaming
-    kernel; larger ones, other input dtypes and autograd go to torch (bf16 weights widened per call)."""
+    Up to ``STREAM_MAX_ROWS`` rows (any leading shape) of fp32 inputs, or of bf16 inputs against bf16
+    weights (a model run in bf16), go to the native streaming kernel; more fp32 rows against bf16 weights
+    to ``linear_widen``; everything else (other dtypes, autograd) to torch."""
 
     def __init__(self, linear: nn.Module, bf16_when_exact: bool = False):
         super().__init__()
@@ -61,6 +62,10 @@ class StreamLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // max(x.shape[-1], 1)
+        if x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16 and rows <= STREAM_MAX_ROWS \
+                and not torch.is_grad_enabled():  # a model run in bf16: bf16 dot products where the CPU has them
+            y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
         if x.dtype == torch.float32 and not torch.is_grad_enabled():
             if rows <= STREAM_MAX_ROWS:
                 y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)

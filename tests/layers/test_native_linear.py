@@ -141,3 +141,23 @@ def test_widened_blocks_cover_every_weight_row(bias):
     want = reference(x, w, b)
     scale = x.double().abs() @ w.double().abs().t() + (0 if b is None else b.double().abs())
     assert y.shape == (40, 130) and torch.all((y.double() - want).abs() <= 1e-6 * scale + 1e-30)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 4, 5, 16])
+@pytest.mark.parametrize("n,k", [(7, 5), (130, 257), (64, 1024)])
+def test_bf16_rows_against_bf16_weights(rows, n, k):
+    """A model run in bf16: bf16 x and w, fp32 sums (vdpbf16ps where the CPU has it), y rounded to bf16 once."""
+    g = torch.Generator().manual_seed(rows + n)
+    x = torch.randn(rows, k, generator=g).bfloat16()
+    w = torch.randn(n, k, generator=g).bfloat16()
+    b = torch.randn(n, generator=g)
+    y = torch.ops.sparkserve.linear_stream(x, w, b)
+    assert y.dtype == torch.bfloat16 and y.shape == (rows, n)
+    want = reference(x, w, b)
+    scale = x.double().abs() @ w.double().abs().t() + b.double().abs()
+    assert torch.all((y.double() - want).abs() <= 2 ** -8 * want.abs() + 1e-6 * scale + 1e-30)  # one rounding
+    full = torch.ops.sparkserve.linear_stream(x, w, None)
+    for i in range(rows):  # batch-invariant here too
+        assert torch.equal(torch.ops.sparkserve.linear_stream(x[i:i + 1], w, None)[0], full[i])
+    with pytest.raises(RuntimeError, match="bfloat16 w"):
+        torch.ops.sparkserve.linear_stream(x, w.float(), None)
