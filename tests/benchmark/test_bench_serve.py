@@ -13,7 +13,7 @@ import pytest
 from sparkserve import cli
 from sparkserve.benchmark.compare import interleaved_schedule
 from tests.benchmark.conftest import MODEL_NAME, SERVER_ARGS
-from tests.server.server_proc import ROOT, free_port
+from tests.server.server_proc import ROOT, free_port, wait_for
 
 
 def bench(*args: str) -> int:
@@ -40,14 +40,18 @@ def test_runs_report_what_the_server_counted(bench_server, tmp_path, capsys):
         assert 0 < r["median_ttft_ms"] <= r["p99_ttft_ms"] and r["mean_tpot_ms"] > 0
         assert r["median_e2el_ms"] >= r["median_ttft_ms"]
         assert r["spec_decode_requests"] > 0 and r["spec_decode_acceptance_length"] >= 1.0  # usage and /metrics
-    after = bench_server.metrics()
-    # the server generated exactly what the harness counted, and took every prompt token it reported
-    assert after["sparkserve:generation_tokens_total"] - before["sparkserve:generation_tokens_total"] == 144
-    assert after["sparkserve:prompt_tokens_total"] - before["sparkserve:prompt_tokens_total"] == \
-        sum(r["total_input_tokens"] for r in runs)
-    verified = after["sparkserve:spec_decode_num_verified_draft_tokens_total"] - \
-        before["sparkserve:spec_decode_num_verified_draft_tokens_total"]
-    assert verified == sum(r["spec_decode_verified_draft_tokens"] for r in runs)
+    # the server generated exactly what the harness counted, took every prompt token it reported, and
+    # verified the drafts the responses' usage.spec_decode summed to (waits only for /metrics to settle)
+    want = {"sparkserve:generation_tokens_total": 144,
+            "sparkserve:prompt_tokens_total": sum(r["total_input_tokens"] for r in runs),
+            "sparkserve:spec_decode_num_verified_draft_tokens_total":
+                sum(r["spec_decode_verified_draft_tokens"] for r in runs)}
+
+    def deltas():
+        after = bench_server.metrics()
+        return {k: after[k] - before[k] for k in want}
+
+    assert wait_for(lambda: deltas() == want, timeout=30), (deltas(), want)
     assert {"frontier.png", "latency_cdf.png", "verify_length.png", "summary.md"} <= set(os.listdir(out))
     assert "| server | c=3 | 6 | 0 |" in capsys.readouterr().out
 
@@ -107,7 +111,7 @@ def test_down_server_and_wrong_model_are_one_line(bench_server, capsys):
     assert err == f"error: model 'nope' is not served at {bench_server.url} (it serves: {MODEL_NAME})"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_ctrl_c_writes_what_was_measured(bench_server, tmp_path, signum):
     out = tmp_path / "int"
     cmd = [sys.executable, "-m", "sparkserve.benchmark", "serve", "--base-url", bench_server.url, "--dataset",
