@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from sparkserve.attention.base import DraftBatch, DraftMask, PagedBatch
+from sparkserve.attention.cpu_backend import block_table_tensor  # the same host-side table layout
 
 
 @dataclass
@@ -34,13 +35,6 @@ class TritonDraftMetadata:
     block_tables: torch.Tensor  # [R, W] int32, covering each request's context, padded with 0
     context_lens: torch.Tensor  # [R] int32
     max_fresh: int
-
-
-def block_table_tensor(tables: list[list[int]], width: int | None = None) -> torch.Tensor:
-    """[len(tables), width] int32 (default width: the longest table), rows cut or padded with block 0."""
-    width = max((len(t) for t in tables), default=0) if width is None else width
-    return torch.tensor([t[:width] + [0] * (width - len(t[:width])) for t in tables],
-                        dtype=torch.int32).view(len(tables), width)
 
 
 def check_draft_tables(batch: DraftBatch) -> int:
