@@ -148,10 +148,13 @@ class ModelConfig:
     served_model_name: str | None = None
     num_threads: int | None = None  # CPU threads for torch; None: 1 for small models, else torch's default
     enforce_eager: bool = False  # True: run the modules, never the captured step (models/native_stack.py)
+    tensor_parallel_size: int = 1  # ranks the model is split over (sparkserve/distributed/); 1: no torch.distributed
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype must be auto|float32|bfloat16|float16, got {self.dtype!r}")
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
 
 
 @dataclass(frozen=True)

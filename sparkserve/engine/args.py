@@ -11,7 +11,8 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
                         enable_prefix_caching: bool = True, enable_chunked_prefill: bool = True,
                         attention_backend: str = "auto", speculative_config: dict | SpecConfig | None = None,
                         served_model_name: str | None = None, max_waiting: int = 1024,
-                        num_threads: int | None = None, enforce_eager: bool = False) -> EngineConfig:
+                        num_threads: int | None = None, enforce_eager: bool = False,
+                        tensor_parallel_size: int = 1) -> EngineConfig:
     """One place that turns user-facing keyword arguments into the frozen config tree."""
     if model is None:
         from sparkserve.assets import demo_model_path
@@ -21,11 +22,16 @@ def build_engine_config(model: str | None = None, *, tokenizer: str | None = Non
         from sparkserve.models.hf_config import DecoderConfig
 
         max_model_len = min(DecoderConfig.from_file(model).max_position_embeddings, 4096)
+    if tensor_parallel_size > 1:  # sizes that do not divide are refused here, before any process starts
+        from sparkserve.distributed.sizes import check_tensor_parallel
+        from sparkserve.models.hf_config import DecoderConfig
+
+        check_tensor_parallel(DecoderConfig.from_file(model), tensor_parallel_size)
     spec = speculative_config if isinstance(speculative_config, SpecConfig) else \
         SpecConfig.from_dict(speculative_config or {})
     return EngineConfig(
         model=ModelConfig(model, tokenizer, dtype, device, attention_backend, seed, served_model_name, num_threads,
-                          enforce_eager),
+                          enforce_eager, tensor_parallel_size),
         cache=CacheConfig(block_size, num_kv_blocks, kv_cache_memory_bytes, enable_prefix_caching),
         scheduler=SchedulerConfig(max_num_seqs, max(max_num_batched_tokens, 1), max_model_len,
                                   enable_chunked_prefill, max_waiting),

@@ -42,7 +42,12 @@ class Engine:
         device = resolve_device(mc.device)
         torch.manual_seed(mc.seed)
         set_cpu_threads(mc.num_threads, mc.model, device)
-        self.model, self.model_config = load_model(mc.model, mc.dtype, device)
+        if mc.tensor_parallel_size > 1:  # rank 0 of a tensor-parallel group; workers hold the other shards
+            from sparkserve.distributed.driver import TensorParallelModel
+
+            self.model, self.model_config = TensorParallelModel.start(config, device)
+        else:
+            self.model, self.model_config = load_model(mc.model, mc.dtype, device)
         self.model.fuse_for_inference(bf16_when_exact=mc.dtype == "auto")  # bf16 storage only where exact
         if device.type == "cpu" and not mc.enforce_eager:
             reason = self.model.capture_step()
@@ -55,13 +60,15 @@ class Engine:
             raise ValueError(f"max_model_len {sched.max_model_len} exceeds the model's max_position_embeddings "
                              f"{self.model_config.max_position_embeddings}")
         per_block = bytes_per_block(self.model_config.num_hidden_layers, config.cache.block_size,
-                                    self.model_config.num_key_value_heads, self.model_config.head_dim,
+                                    self.model.config.num_key_value_heads, self.model_config.head_dim,  # per rank
                                     next(self.model.parameters()).dtype)
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
         proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size,
                                          mc.attention_backend)
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
                                   proposer, gamma)
+        if mc.tensor_parallel_size > 1:
+            self.model.drive(self.runner)  # every runner step is announced to the workers
         self.num_speculative_tokens = gamma
         # profiles the step-time curve with the runner (load-aware planners), before any request exists
         self.spec_control = NoSpecControl() if proposer is None else \
@@ -170,6 +177,11 @@ class Engine:
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any (they also stop when this process exits)."""
+        if self.config.model.tensor_parallel_size > 1:
+            self.model.shutdown()
 
     def stats(self) -> EngineStats:
         """A snapshot (the engine core sends it with every step's deltas and in heartbeats)."""

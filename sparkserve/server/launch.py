@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--enforce-eager", action="store_true",
                    help="run the model's modules step by step instead of the captured step (on a CPU: the whole "
                         "layer stack as one native call; results are identical, only slower)")
+    m.add_argument("--tensor-parallel-size", "-tp", type=int, default=1, metavar="N",
+                   help="split the model over N ranks (torch.distributed: NCCL on GPUs, one per rank; gloo on "
+                        "CPUs); the engine starts and stops one worker process per extra rank (default: 1)")
     m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu", "triton", "flashinfer"),
                    help="paged-attention implementation (default: %(default)s = cpu, the native kernels, where "
                         "they built; else torch; triton and flashinfer need a CUDA device)")
@@ -131,7 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         num_kv_blocks=args.num_kv_blocks, kv_cache_memory_bytes=int(args.kv_cache_memory_gb * (1 << 30)),
         enable_prefix_caching=not args.no_prefix_caching, speculative_config=spec,
         served_model_name=names[0] if names else None, max_waiting=args.max_waiting,
-        num_threads=args.num_threads, attention_backend=args.attention_backend, enforce_eager=args.enforce_eager)
+        num_threads=args.num_threads, attention_backend=args.attention_backend, enforce_eager=args.enforce_eager,
+        tensor_parallel_size=args.tensor_parallel_size)
     return ServerSettings(host=args.host, port=args.port, model=args.model, tokenizer=args.tokenizer,
                           served_model_names=names, api_keys=tuple(args.api_key or ()),
                           max_body_bytes=args.max_body_bytes, request_timeout_s=args.request_timeout,
