@@ -7,6 +7,8 @@ these metrics (another engine) yields ``{}``.
 """
 from __future__ import annotations
 
+import asyncio
+
 P = "sparkserve:spec_decode_"
 
 
@@ -29,6 +31,22 @@ async def scrape(client) -> dict[str, float]:
         return parse_prometheus(resp.body.decode()) if resp.status == 200 else {}
     except Exception:  # another engine's metrics format, or none at all: speculation stats are optional
         return {}
+
+
+GENERATED = "sparkserve:generation_tokens_total"
+
+
+async def scrape_settled(client, before: dict[str, float], output_tokens: int, timeout_s: float = 3.0) -> dict:
+    """The scrape after a run, once sparkserve's ``/metrics`` has counted the ``output_tokens`` the
+    client received (the engine sends a step's statistics with its outputs, so the speculation
+    counters are then complete too); bounded by ``timeout_s``, and one scrape for other servers."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        after = await scrape(client)
+        if GENERATED not in after or after[GENERATED] - before.get(GENERATED, 0.0) >= output_tokens or \
+                asyncio.get_running_loop().time() > deadline:
+            return after
+        await asyncio.sleep(0.05)
 
 
 def _labelled(samples: dict[str, float], prefix: str) -> dict[str, float]:

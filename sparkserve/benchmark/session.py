@@ -121,7 +121,8 @@ async def run_all(session: Session, targets: list[Target], spec_for, workload_fo
 
         duration = await run_load(target.client, spec_for(target), workload_for(load_i, repeat), point, records,
                                   seed=seed + 1000 * repeat + load_i, duration_s=duration_s, on_done=done)
-        spec = server_stats.spec_deltas(before, await server_stats.scrape(target.client))
+        received = sum(r.output_tokens for r in records if r.success)
+        spec = server_stats.spec_deltas(before, await server_stats.scrape_settled(target.client, before, received))
         entry = run_summary(name, point, repeat, records, duration, slo, spec, percentiles)
         entry["start_time"] = start - session.t0_s  # seconds since the first run began (schedule order)
         session.runs.setdefault(name, []).append(entry)
