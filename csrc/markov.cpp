@@ -40,8 +40,8 @@ constexpr int64_t kDrawBlock = 64;   // the draw's cumulative sum walks blocks o
 // A Linear as the drafter's module computes it (layers/linear.py), so the products are the same calls:
 //   kTorchLinear  nn.Linear: linear(x, weight, bias)
 //   kDualLayout   DualLayoutLinear: x @ weight_t (+ bias) for 2-d x of at most max_rows rows, else as nn.Linear
-//   kStream       StreamLinear: sparkserve::linear_stream for fp32 x of at most max_rows rows, linear_widen for
-//                 more fp32 rows against bf16 weights, else
+//   kStream       StreamLinear: sparkserve::linear_stream for fp32 x (or bf16 x against bf16 weights) of at most
+//                 max_rows rows, linear_widen for more fp32 rows against bf16 weights, else
 //                 linear(x, weight, bias) with both in x's dtype
 enum LinearKind : int64_t { kTorchLinear = 0, kDualLayout = 1, kStream = 2 };
 
@@ -57,7 +57,8 @@ struct Linear {
     }
     if (kind == kStream) {
       const int64_t in = x.size(-1), rows = x.numel() / std::max<int64_t>(in, 1);
-      if (x.scalar_type() == at::kFloat && rows <= max_rows) {
+      const bool bf16_rows = x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16;
+      if ((x.scalar_type() == at::kFloat || bf16_rows) && rows <= max_rows) {
         static auto op = c10::Dispatcher::singleton()
                              .findSchemaOrThrow("sparkserve::linear_stream", "")
                              .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();

@@ -126,6 +126,26 @@ def test_matches_torch(head_type, dtype, num, steps, layout):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("head_type", HEADS[:3])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("num", [1, 2, 5, 20])  # across the dual-layout (2) and streaming (16) row limits
+def test_logits_are_bit_identical(head_type, dtype, layout, num):
+    """base = -(the reference's W2 u): the reference's z is exactly 0 everywhere, so the greedy draft is
+    index 0; a product or head update that differs by one ulp anywhere makes some z > 0 and moves it."""
+    markov, conf = _heads(head_type, dtype, layout, seed=num)
+    gen = torch.Generator().manual_seed(num)
+    rows = torch.randn(num, 1, H, generator=gen).to(dtype)
+    requests = _requests(num, [0.0], [1] * num)
+    anchors = torch.tensor([r.anchor_token_id for r in requests])
+    state = markov.init_state(num, "cpu", dtype)
+    products, _ = markov.step(torch.zeros(num, V), rows[:, 0], anchors, state)  # = float(W2 u) [R, V]
+    assert products.abs().min() > 0
+    tokens, _, _ = markov_native.markov_draft(markov, conf, -products[:, None], rows, requests, [1] * num,
+                                              [True] * num)
+    assert tokens[:, 0].tolist() == [0] * num
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_greedy_ties_take_the_first_index(dtype):
     markov, conf = _heads("vanilla", dtype, "dual")
     with torch.no_grad():
