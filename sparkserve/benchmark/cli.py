@@ -140,7 +140,7 @@ def _run(args, setups, slo) -> int:
     config = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "api_key"}
     config.update(setups=[s.__dict__ for s in setups], date=datetime.datetime.now().isoformat(timespec="seconds"))
     code = 0
-    _interrupt_on(signal.SIGINT, signal.SIGTERM)
+    previous = _interrupt_on(signal.SIGINT, signal.SIGTERM)
     try:
         targets = _bring_up(args, setups)
         asyncio.run(_measure(args, sess, targets, slo))
@@ -156,6 +156,8 @@ def _run(args, setups, slo) -> int:
         for t in targets:
             if t.server is not None:
                 t.server.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if sess.runs:
         doc = _document(args, config, sess, targets)
         print(markdown(doc))
@@ -163,11 +165,12 @@ def _run(args, setups, slo) -> int:
     return code
 
 
-def _interrupt_on(*signals) -> None:
+def _interrupt_on(*signals) -> dict:
     """Ctrl-C, and SIGTERM too, stop the invocation the same way: report what was measured and stop
-    the launched servers (also when the shell started this process with SIGINT ignored)."""
-    for s in signals:
-        signal.signal(s, signal.default_int_handler)  # raises KeyboardInterrupt (asyncio.run knows it)
+    the launched servers (also when the shell started this process with SIGINT ignored). Returns
+    the handlers it replaced."""
+    # default_int_handler raises KeyboardInterrupt (asyncio.run knows it)
+    return {s: signal.signal(s, signal.default_int_handler) for s in signals}
 
 
 def _bring_up(args, setups):
@@ -226,9 +229,10 @@ async def _measure(args, sess, targets, slo) -> None:
 
     turns = [sum(len(c.turns) for c in workload_for(i, 0)) for i in range(len(loads))]
     progress = Progress(sum(turns) * args.repeats * len(targets), enabled=not args.no_progress)
-    for t in targets:
-        if args.warmup_requests:
-            await warm_up(t, spec_for(t), workload_for(0, 0), args.warmup_requests, loads[0].max_concurrency or 1)
+    if args.warmup_requests:  # prompts of their own: a measured prompt must not find its prefix cached
+        warm = build_workload(args, args.warmup_requests, args.seed + 999_999, tokenizer)
+        for t in targets:
+            await warm_up(t, spec_for(t), warm, args.warmup_requests, loads[0].max_concurrency or 1)
     progress.restart()  # the ETA counts measured requests only
     await run_all(sess, targets, spec_for, workload_for, loads, args.repeats, args.seed, slo, args.percentiles,
                   args.min_tok_s_user if args.frontier else None, args.duration_s, progress)
