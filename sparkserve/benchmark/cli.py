@@ -284,3 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
