@@ -1,6 +1,7 @@
 """Tensor parallelism on CPU with gloo (sparkserve/distributed/): TP=2 runs the demo model token for token as
-TP=1 (greedy, with and without the shipped DSpark drafter), sizes that do not divide are refused before any
-process starts, and a worker killed mid-run makes the engine raise a clear error instead of hanging.
+TP=1 with the shipped DSpark drafter (without it: ``test_launch_tp.py``, through the server), sizes that do not
+divide are refused before any process starts, and a worker killed mid-run makes the engine raise a clear
+error instead of hanging.
 
 fp32 sums in another order (each rank's partial o_proj/down_proj products, then the all-reduce) could flip a
 near-tie in principle; the prompts here have no such tie on the demo model, and a flip would show as a
@@ -19,7 +20,8 @@ from sparkserve.distributed.driver import TensorParallelError
 from sparkserve.distributed.shard import shard_for_tensor_parallel
 from sparkserve.engine.args import build_engine_config
 from sparkserve.engine.llm import LLM
-from sparkserve.models.loader import load_model
+from sparkserve.models.hf_config import DecoderConfig
+from sparkserve.models.registry import model_class
 from sparkserve.sampling_params import SamplingParams
 
 PROMPTS = ["The quick brown fox", "def add(a, b):", "Question: what is 3 + 4?", "Hello, my name is"]
@@ -27,8 +29,7 @@ GREEDY = SamplingParams(temperature=0, max_tokens=20, logprobs=1)
 ENGINE = dict(num_kv_blocks=64, max_model_len=256)
 
 
-def _run(llm: LLM):
-    outs = llm.generate(PROMPTS, GREEDY)
+def _tokens_and_logprobs(outs) -> tuple[list[list[int]], list[list[float]]]:
     return [o.outputs[0].token_ids for o in outs], [[lp.logprob for lp in o.outputs[0].logprobs] for o in outs]
 
 
@@ -44,43 +45,32 @@ def test_sizes_that_do_not_divide_are_refused(world):
     with pytest.raises(ValueError, match=f"tensor_parallel_size {world} does not divide .*num_attention_heads 8"):
         build_engine_config(tensor_parallel_size=world)
     with pytest.raises(ValueError, match="num_key_value_heads 2"):
-        shard_for_tensor_parallel(load_model(demo_model_path())[0], 0, world)
+        cfg = DecoderConfig.from_file(demo_model_path())
+        with torch.device("meta"):
+            shard_for_tensor_parallel(model_class(cfg)(cfg), 0, world)
     with pytest.raises(ValueError, match="tensor_parallel_size must be >= 1"):
         build_engine_config(tensor_parallel_size=0)
 
 
-def test_tp2_matches_tp1_then_a_dead_worker_fails_the_engine():
-    ref = _run(LLM(**ENGINE))
-    llm = LLM(**ENGINE, tensor_parallel_size=2)
+def test_tp2_with_dspark_matches_tp1_then_a_dead_worker_fails_the_engine():
+    spec = demo_speculative_config() | {"verify": "fixed"}  # no start-up profiling: the same plan either way
+    ref = _tokens_and_logprobs(LLM(**ENGINE, speculative_config=spec).generate(PROMPTS, GREEDY))
+    llm = LLM(**ENGINE, speculative_config=spec, tensor_parallel_size=2)
     try:
         tp = llm.engine.model
         assert tp.config.num_key_value_heads == 1 and tp.config.num_attention_heads == 4
         assert llm.engine.runner.kv_caches[0][0].shape[2] == 1  # the rank's KV heads only
-        _assert_same(ref, _run(llm))
+        got = llm.generate(PROMPTS, GREEDY)
+        assert sum(o.spec_decode.num_accepted_tokens for o in got) > 0  # the drafter ran, on rank 0
+        _assert_same(ref, _tokens_and_logprobs(got))
 
-        worker = tp.procs[0]
-        os.kill(worker.pid, signal.SIGKILL)
+        os.kill(tp.procs[0].pid, signal.SIGKILL)
         t0 = time.monotonic()
         with pytest.raises(TensorParallelError, match=r"worker rank 1 \(exit code -9\) died"):
             llm.generate(PROMPTS, GREEDY)
         assert time.monotonic() - t0 < 30  # a clear error, not the collective timeout
         with pytest.raises(TensorParallelError, match="stopped after a failure"):
             llm.generate(PROMPTS, GREEDY)
-        assert all(p.exitcode is not None for p in tp.procs)
     finally:
         llm.engine.close()
-
-
-def test_tp2_with_dspark_matches_tp1():
-    spec = demo_speculative_config() | {"verify": "fixed"}  # no start-up profiling: the same plan either way
-    ref = _run(LLM(**ENGINE, speculative_config=spec))
-    llm = LLM(**ENGINE, speculative_config=spec, tensor_parallel_size=2)
-    try:
-        got = llm.generate(PROMPTS, GREEDY)
-        assert sum(o.spec_decode.num_accepted_tokens for o in got) > 0  # the drafter ran, on rank 0
-        _assert_same(ref, ([o.outputs[0].token_ids for o in got],
-                           [[lp.logprob for lp in o.outputs[0].logprobs] for o in got]))
-        procs = llm.engine.model.procs
-    finally:
-        llm.engine.close()
-    assert all(p.exitcode is not None for p in procs)  # close() stops the workers
+    assert all(p.exitcode is not None for p in tp.procs)
