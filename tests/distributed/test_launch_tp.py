@@ -1,9 +1,12 @@
 """``sparkserve launch --tensor-parallel-size 2`` through the real server, with the real ``openai`` client: a
 chat completion, greedy completions token for token as TP=1 (the in-process engine, no drafter), the worker
-process started under the engine core and gone after shutdown; a size that does not divide the model is
-refused before the port is bound."""
+process started under the engine core; killing that worker fails the next request with ``engine_dead`` and
+the server exits 1 with no process left behind. A size that does not divide the model is refused before
+the port is bound."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -34,8 +37,9 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def test_launch_tp2_serves_a_chat_completion(tmp_path):
-    server = ServerProcess(demo_model_path(), str(tmp_path / "server.log"), *ARGS, "--tensor-parallel-size", "2")
+def test_launch_tp2_serves_then_a_dead_worker_ends_the_server(tmp_path):
+    server = ServerProcess(demo_model_path(), str(tmp_path / "server.log"), *ARGS, "--tensor-parallel-size", "2",
+                           "--engine-death-exit-s", "1")
     try:
         server.wait_ready()
         core = server.core_pid()
@@ -51,8 +55,18 @@ def test_launch_tp2_serves_a_chat_completion(tmp_path):
         tp1 = LLM(demo_model_path(), num_kv_blocks=64, max_model_len=256).generate(
             PROMPTS, SamplingParams(temperature=0, max_tokens=20))
         assert tp2 == [o.outputs[0].text for o in tp1]
+
+        os.kill(workers[0], signal.SIGKILL)
+        try:
+            client.completions.create(model="demo", prompt=PROMPTS[0], max_tokens=20, temperature=0)
+            raise AssertionError("a request after the worker died succeeded")
+        except openai.APIStatusError as e:
+            assert e.status_code == 503 and e.code == "engine_dead", e.body
+        assert server.proc.wait(60) == 1, server.log()
+        with open(server.log_path, errors="replace") as f:
+            assert "TensorParallelError: tensor parallelism: worker rank 1 (exit code -9) died" in f.read()
     finally:
-        assert server.stop() == 0, server.log()
+        server.stop()
     assert wait_for(lambda: not pid_alive(core) and not any(pid_alive(p) for p in workers), timeout=30)
 
 
