@@ -25,8 +25,7 @@ struct Ops {
                                                               int64_t, int64_t, double)>
       qk_norm_rope;
   c10::TypedOperatorHandle<Tensor(const Tensor&)> silu_and_mul;
-  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear_stream;
-  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear_widen;
+  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear;
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, double)>
       paged_attention;
@@ -45,8 +44,7 @@ const Ops& ops() {
                                                       const OptTensor&, const OptTensor&, int64_t, int64_t,
                                                       double)>(),
         find("sparkserve::layer_silu_and_mul").typed<Tensor(const Tensor&)>(),
-        find("sparkserve::linear_stream").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
-        find("sparkserve::linear_widen").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
+        find("sparkserve::linear_cpu").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
         find("sparkserve::paged_attention")
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&, const Tensor&,
                           const Tensor&, const Tensor&, double)>(),
@@ -55,19 +53,14 @@ const Ops& ops() {
   return o;
 }
 
-// layers/linear.py StreamLinear.forward for fp32 rows: the streaming kernel up to max_rows, torch's GEMM above
-// (bf16 weights widened block by block: linear_widen).
-Tensor linear(const Tensor& x, const OptTensor& w, const OptTensor& b, int64_t max_rows) {
-  if (x.size(0) <= max_rows) return ops().linear_stream.call(x, *w, b);
-  if (w->scalar_type() == at::kFloat) return at::linear(x, *w, b);
-  return ops().linear_widen.call(x, *w, b);
-}
+// StreamLinear.forward (linear.cpp: linear_cpu, the one rule for which kernel runs a product).
+Tensor linear(const Tensor& x, const OptTensor& w, const OptTensor& b) { return ops().linear.call(x, *w, b); }
 
 std::tuple<Tensor, std::vector<Tensor>> decoder_stack(
     const Tensor& x_in, const Tensor& positions, const std::vector<OptTensor>& weights, const Tensor& final_norm,
     const Tensor& cos, const Tensor& sin, std::vector<Tensor> k_caches, std::vector<Tensor> v_caches,
     const Tensor& slot_mapping, const Tensor& block_tables, const Tensor& seq_lens, const Tensor& query_start_loc,
-    int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps, double scale, int64_t max_rows,
+    int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps, double scale,
     std::vector<int64_t> capture_ids) {
   const int64_t layers = static_cast<int64_t>(weights.size()) / kWeightsPerLayer;
   TORCH_CHECK(layers * kWeightsPerLayer == static_cast<int64_t>(weights.size()),
@@ -84,13 +77,13 @@ std::tuple<Tensor, std::vector<Tensor>> decoder_stack(
     // w: 0 input_ln, 1 qkv, 2 qkv bias, 3 q_norm, 4 k_norm, 5 o, 6 o bias, 7 post_ln, 8 gate_up, 9 its bias,
     //    10 down, 11 its bias
     const Tensor h = op.rms_norm.call(x, *w[0], eps);
-    const Tensor qkv = linear(h, w[1], w[2], max_rows);
+    const Tensor qkv = linear(h, w[1], w[2]);
     auto [q, k, v] = op.qk_norm_rope.call(qkv, positions, cos, sin, w[3], w[4], num_heads, num_kv_heads, eps);
     const Tensor attn = op.paged_attention.call(q, k, v, k_caches[l], v_caches[l], slot_mapping, block_tables,
                                                 seq_lens, query_start_loc, scale);
-    const Tensor o = linear(attn.reshape({t, num_heads * head_dim}), w[5], w[6], max_rows);
+    const Tensor o = linear(attn.reshape({t, num_heads * head_dim}), w[5], w[6]);
     auto [x2, h2] = op.add_rms_norm.call(x, o, *w[7], eps);
-    const Tensor down = linear(op.silu_and_mul.call(linear(h2, w[8], w[9], max_rows)), w[10], w[11], max_rows);
+    const Tensor down = linear(op.silu_and_mul.call(linear(h2, w[8], w[9])), w[10], w[11]);
     x = x2 + down;
     for (size_t c = 0; c < capture_ids.size(); ++c)
       if (capture_ids[c] == l) captured[c] = x;
@@ -105,6 +98,6 @@ TORCH_LIBRARY_FRAGMENT(sparkserve, m) {
       "decoder_stack(Tensor x, Tensor positions, Tensor?[] weights, Tensor final_norm, Tensor cos, Tensor sin, "
       "Tensor(a!)[] k_caches, Tensor(b!)[] v_caches, Tensor slot_mapping, Tensor block_tables, Tensor seq_lens, "
       "Tensor query_start_loc, int num_heads, int num_kv_heads, int head_dim, float eps, float scale, "
-      "int max_rows, int[] capture_ids) -> (Tensor, Tensor[])");
+      "int[] capture_ids) -> (Tensor, Tensor[])");
   m.impl("decoder_stack", c10::DispatchKey::CPU, TORCH_FN(decoder_stack));
 }

@@ -1,6 +1,8 @@
 // Weight-streaming linear for CPU inference (see linear_kernel.h): linear_stream(x [M, K], w [N, K], bias) -> y [M, N]
 // for fp32 x (w fp32 or bf16; y fp32) and bf16 x (w bf16; y bf16), and linear_widen for many fp32 rows on bf16 w.
 #include <ATen/Parallel.h>
+
+#include <vector>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -108,9 +110,34 @@ at::Tensor linear_widen(const at::Tensor& x, const at::Tensor& w, const c10::opt
   return y;
 }
 
+// How many rows go to the streaming kernel for inputs of width k: its per-output horizontal sums cost about
+// as much as a short row's products, so narrow products (the Markov head's rank-64 W2 u) stream only one
+// row and torch's GEMM takes the rest (bench/native_linear.py).
+int64_t stream_max_rows(int64_t k) { return k >= 256 ? 16 : (k >= 128 ? 4 : 1); }
+
+// StreamLinear.forward without autograd, for any leading shape: the one rule the module path, the captured
+// stack (decoder_stack.cpp) and the Markov loop (markov.cpp) all call.
+//   fp32 rows, or bf16 rows against bf16 weights: up to stream_max_rows(K) rows stream (linear_stream);
+//   more fp32 rows against bf16 weights: linear_widen; anything else: torch, weights in x's dtype.
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+  const int64_t k = x.size(-1), rows = x.numel() / std::max<int64_t>(k, 1);
+  const bool bf16_rows = x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = w.size(0);
+  if ((x.scalar_type() == at::kFloat || bf16_rows) && rows <= stream_max_rows(k))
+    return linear_stream(x.reshape({rows, k}), w, bias).reshape(shape);
+  if (x.scalar_type() == at::kFloat && w.scalar_type() == at::kBFloat16)
+    return linear_widen(x.reshape({rows, k}), w, bias).reshape(shape);
+  const c10::optional<at::Tensor> b =
+      bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to(x.scalar_type())) : c10::nullopt;
+  return at::linear(x, w.scalar_type() == x.scalar_type() ? w : w.to(x.scalar_type()), b);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparkserve, m) {
+  m.def("linear_cpu(Tensor x, Tensor w, Tensor? bias) -> Tensor");
+  m.impl("linear_cpu", c10::DispatchKey::CPU, TORCH_FN(linear_cpu));
   m.def("linear_stream(Tensor x, Tensor w, Tensor? bias) -> Tensor");
   m.impl("linear_stream", c10::DispatchKey::CPU, TORCH_FN(linear_stream));
   m.def("linear_widen(Tensor x, Tensor w, Tensor? bias) -> Tensor");

@@ -40,9 +40,7 @@ constexpr int64_t kDrawBlock = 64;   // the draw's cumulative sum walks blocks o
 // A Linear as the drafter's module computes it (layers/linear.py), so the products are the same calls:
 //   kTorchLinear  nn.Linear: linear(x, weight, bias)
 //   kDualLayout   DualLayoutLinear: x @ weight_t (+ bias) for 2-d x of at most max_rows rows, else as nn.Linear
-//   kStream       StreamLinear: sparkserve::linear_stream for fp32 x (or bf16 x against bf16 weights) of at most
-//                 max_rows rows, linear_widen for more fp32 rows against bf16 weights, else
-//                 linear(x, weight, bias) with both in x's dtype
+//   kStream       StreamLinear: sparkserve::linear_cpu (csrc/linear.cpp), the rule StreamLinear.forward calls
 enum LinearKind : int64_t { kTorchLinear = 0, kDualLayout = 1, kStream = 2 };
 
 struct Linear {
@@ -55,28 +53,11 @@ struct Linear {
       at::Tensor out = at::matmul(x, *weight_t);
       return bias.has_value() ? out + *bias : out;
     }
-    if (kind == kStream) {
-      const int64_t in = x.size(-1), rows = x.numel() / std::max<int64_t>(in, 1);
-      const bool bf16_rows = x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16;
-      if ((x.scalar_type() == at::kFloat || bf16_rows) && rows <= max_rows) {
-        static auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("sparkserve::linear_stream", "")
-                             .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
-        std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-        shape.back() = weight.size(0);
-        return op.call(x.reshape({rows, in}), weight, bias).reshape(shape);
-      }
-      if (x.scalar_type() == at::kFloat && weight.scalar_type() == at::kBFloat16) {  // StreamLinear: linear_widen
-        static auto widen = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("sparkserve::linear_widen", "")
-                                .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
-        std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-        shape.back() = weight.size(0);
-        return widen.call(x.reshape({rows, in}), weight, bias).reshape(shape);
-      }
-      const c10::optional<at::Tensor> b =
-          bias.has_value() ? c10::optional<at::Tensor>(bias->to(x.scalar_type())) : c10::nullopt;
-      return at::linear(x, weight.scalar_type() == x.scalar_type() ? weight : weight.to(x.scalar_type()), b);
+    if (kind == kStream) {  // StreamLinear: linear.cpp's linear_cpu, the one rule for which kernel runs
+      static auto op = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("sparkserve::linear_cpu", "")
+                           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
+      return op.call(x, weight, bias);
     }
     return at::linear(x, weight, bias);
   }

@@ -19,7 +19,7 @@ from torch import nn
 from sparkserve import native
 
 DUAL_LAYOUT_MAX_ROWS = 2  # up to this many rows use the [in, out] copy
-STREAM_MAX_ROWS = 16  # up to this many rows use the streaming kernel (bench/native_linear.py: crossover 16-32)
+STREAM_MAX_ROWS = 16  # rows the streaming kernel takes for inputs >= 256 wide (csrc/linear.cpp: stream_max_rows)
 
 
 class DualLayoutLinear(nn.Module):
@@ -45,9 +45,10 @@ def exactly_bf16(weight: torch.Tensor) -> bool:
 class StreamLinear(nn.Module):
     """y = x @ weight.T + bias for inference on the CPU; weight [out, in] stored fp32 or bf16, sums in fp32.
 
-    Up to ``STREAM_MAX_ROWS`` rows (any leading shape) of fp32 inputs, or of bf16 inputs against bf16
-    weights (a model run in bf16), go to the native streaming kernel; more fp32 rows against bf16 weights
-    to ``linear_widen``; everything else (other dtypes, autograd) to torch."""
+    Without autograd the native ``linear_cpu`` op decides (one rule, also used by the captured stack and
+    the Markov loop): up to ``STREAM_MAX_ROWS`` rows (fewer for inputs narrower than 256) of fp32 inputs,
+    or of bf16 inputs against bf16 weights, stream; more fp32 rows against bf16 weights go to
+    ``linear_widen``; anything else to torch. With autograd, torch."""
 
     def __init__(self, linear: nn.Module, bf16_when_exact: bool = False):
         super().__init__()
@@ -61,18 +62,8 @@ class StreamLinear(nn.Module):
         self.out_features, self.in_features = self.weight.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // max(x.shape[-1], 1)
-        if x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16 and rows <= STREAM_MAX_ROWS \
-                and not torch.is_grad_enabled():  # a model run in bf16: bf16 dot products where the CPU has them
-            y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
-            return y.reshape(*x.shape[:-1], self.out_features)
-        if x.dtype == torch.float32 and not torch.is_grad_enabled():
-            if rows <= STREAM_MAX_ROWS:
-                y = torch.ops.sparkserve.linear_stream(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
-                return y.reshape(*x.shape[:-1], self.out_features)
-            if self.weight.dtype == torch.bfloat16:  # widened block by block, in cache
-                y = torch.ops.sparkserve.linear_widen(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
-                return y.reshape(*x.shape[:-1], self.out_features)
+        if x.is_cpu and not torch.is_grad_enabled():  # csrc/linear.cpp: linear_cpu picks the kernel
+            return torch.ops.sparkserve.linear_cpu(x, self.weight, self.bias)
         weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
         return nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
 

@@ -14,7 +14,7 @@ import torch
 
 from sparkserve import native
 from sparkserve.attention.base import PagedAttentionContext
-from sparkserve.layers.linear import STREAM_MAX_ROWS, StreamLinear
+from sparkserve.layers.linear import StreamLinear
 
 
 def unsupported_reason(model) -> str | None:
@@ -71,5 +71,5 @@ class NativeDecoderStack:
         hidden, captured = torch.ops.sparkserve.decoder_stack(
             x, positions, self.weights, self.final_norm, self.rotary.cos, self.rotary.sin,
             [kv[0] for kv in attn.kv_caches], [kv[1] for kv in attn.kv_caches], m.slot_mapping, m.block_tables,
-            m.seq_lens, m.query_start_loc, *self.shape, self.eps, self.scale, STREAM_MAX_ROWS, layer_ids)
+            m.seq_lens, m.query_start_loc, *self.shape, self.eps, self.scale, layer_ids)
         return hidden, dict(zip(layer_ids, captured))

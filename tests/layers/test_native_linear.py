@@ -161,3 +161,18 @@ def test_bf16_rows_against_bf16_weights(rows, n, k):
         assert torch.equal(torch.ops.sparkserve.linear_stream(x[i:i + 1], w, None)[0], full[i])
     with pytest.raises(RuntimeError, match="bfloat16 w"):
         torch.ops.sparkserve.linear_stream(x, w.float(), None)
+
+
+@pytest.mark.parametrize("k,streamed", [(64, 1), (128, 4), (256, 16), (1024, 16)])
+def test_linear_cpu_streams_as_many_rows_as_pay_for_the_width(k, streamed):
+    """linear_cpu (the one rule StreamLinear, the captured stack and the Markov loop call): narrow inputs stream
+    fewer rows, because each output's horizontal sum costs about as much as a short row's products."""
+    g = torch.Generator().manual_seed(k)
+    w = torch.randn(40, k, generator=g)
+    for rows in (streamed, streamed + 1):
+        x = torch.randn(rows, k, generator=g)
+        got = torch.ops.sparkserve.linear_cpu(x, w, None)
+        want = torch.ops.sparkserve.linear_stream(x, w, None) if rows <= streamed else nn.functional.linear(x, w)
+        assert torch.equal(got, want)
+    x3 = torch.randn(2, 1, k, generator=g)  # any leading shape
+    assert torch.equal(torch.ops.sparkserve.linear_cpu(x3, w, None), torch.ops.sparkserve.linear_cpu(x3.view(2, k), w, None).view(2, 1, 40))
