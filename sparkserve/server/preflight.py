@@ -74,6 +74,10 @@ def preflight(settings: ServerSettings) -> None:
     from sparkserve.engine.args import build_engine_config  # torch-free
 
     try:
-        build_engine_config(**settings.engine_kwargs)
+        config = build_engine_config(**settings.engine_kwargs)
     except (TypeError, KeyError) as e:  # a config.json whose fields have the wrong types
         raise ValueError(f"{os.path.join(settings.model_path, 'config.json')}: {e}") from None
+    limit = _config_json(settings.model_path, "model directory").get("max_position_embeddings")
+    if isinstance(limit, int) and config.scheduler.max_model_len > limit:
+        raise ValueError(f"--max-model-len {config.scheduler.max_model_len} exceeds the model's "
+                         f"max_position_embeddings {limit}")

@@ -43,6 +43,8 @@ def test_model_errors_are_one_line_before_the_port(capsys, server_model_dir, tmp
     (broken / "config.json").write_text("{not json")
     assert f"{broken / 'config.json'} is not valid JSON" in launch_error(capsys, str(broken))
     assert "two models given" in launch_error(capsys, server_model_dir, "--model", str(tmp_path))
+    assert "exceeds the model's max_position_embeddings" in launch_error(capsys, server_model_dir,
+                                                                          "--max-model-len", str(1 << 20))
 
 
 def test_drafter_path_errors_say_drafter(capsys, server_model_dir, tmp_path):
