@@ -21,6 +21,8 @@ class SamplingMeta:
     min_p: float = 0.0
     seed: int | None = None
     logprobs: int | None = None
+    min_tokens: int = 0  # while fewer outputs exist, the tokens below have probability 0
+    min_tokens_stop_ids: tuple[int, ...] = ()  # the request's stop token ids and eos (unless ignore_eos)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from sparkserve.runner import spec_step
 from sparkserve.runner.draft_probs import DraftProbs
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
+from sparkserve.runner.min_tokens import mask_early_stops
 from sparkserve.runner.observe_buffer import ObserveBuffer
 from sparkserve.sample import RequestGenerators, Sampler
 from sparkserve.spec_decode.types import Proposer
@@ -63,6 +64,8 @@ class ModelRunner:
         hidden, feats = self.model(batch.input_ids, batch.positions, ctx, self.capture_ids)
         rows, sampled = spec_step.logit_rows(plan, batch)
         logits = self.model.compute_logits(hidden[rows]) if rows else None
+        if rows:
+            mask_early_stops(plan, sampled, logits)  # min_tokens: no stop token yet
         forward_time = time.perf_counter() - t_fwd
         results = [SeqResult(s.request_id) for s in plan.seqs]
         if rows and any(plan.seqs[i].num_draft_tokens for i in sampled):

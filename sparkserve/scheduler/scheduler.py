@@ -10,6 +10,7 @@ from sparkserve.scheduler.apply_result import apply_seq_result
 from sparkserve.scheduler.drafts import DraftSwitch, VerifyPlanner, num_drafts_to_verify, plan_verify_lengths
 from sparkserve.scheduler.errors import QueueFullError
 from sparkserve.scheduler.kv_manager import KVCacheManager
+from sparkserve.scheduler.stop import early_stop_ids
 from sparkserve.scheduler.token_view import token_slice
 from sparkserve.step import SamplingMeta, ScheduledSeq, StepPlan, StepResult
 
@@ -241,6 +242,8 @@ class Scheduler:
                 min_p=params.min_p,
                 seed=params.seed,
                 logprobs=params.logprobs,
+                min_tokens=params.min_tokens,
+                min_tokens_stop_ids=early_stop_ids(request),
             ),
             sample=start + num_known == request.num_tokens,
             num_draft_tokens=num_drafts,
