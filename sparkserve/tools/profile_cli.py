@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "~/.cache/sparkserve)")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the table as JSON here")
     p.add_argument("--no-save", action="store_true", help="do not write the engine's cache")
-    p.add_argument("--show", action="store_true", help="print the cached table for this setup; measure nothing")
+    p.add_argument("--show", action="store_true",
+                   help="print the cached tables of this model and drafter (every dtype, backend and thread count "
+                        "they were measured with); measure nothing, load nothing")
 
 
 def format_table(table) -> str:
@@ -40,11 +42,41 @@ def format_table(table) -> str:
     return "\n".join(rows)
 
 
+def cached_tables(model: str, drafter: str, root: str | None = None) -> list:
+    """Every readable cached table measured for ``model`` with ``drafter``, newest first (no engine needed:
+    the key is stored in each file)."""
+    import glob
+    import os
+
+    from sparkserve.spec_decode.cost_model import CostTable, OutdatedFormat, cache_dir
+
+    tables = []
+    for path in glob.glob(os.path.join(cache_dir(root), "cost-*.json")):
+        try:
+            table = CostTable.load(path)
+        except (OutdatedFormat, OSError, ValueError, KeyError, TypeError):
+            continue
+        if table.key is not None and table.key.model == model and table.key.drafter == drafter:
+            tables.append((os.path.getmtime(path), table))
+    return [t for _, t in sorted(tables, key=lambda item: -item[0])]
+
+
+def show(model: str, drafter: str, root: str | None) -> int:
+    from sparkserve.spec_decode.cost_model import cache_dir
+
+    tables = cached_tables(model, drafter, root)
+    if not tables:
+        print(f"no cached table for model {model!r} with drafter {drafter!r} under {cache_dir(root)}")
+        return 1
+    for table in tables:
+        print(f"setup: {json.dumps(table.key.__dict__)}")
+        print(format_table(table))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from sparkserve.assets import demo_speculative_config
     from sparkserve.engine.args import build_engine_config
-    from sparkserve.spec_decode.cost_model import CostTable, cache_dir
-
     spec = args.speculative_config if args.speculative_config is not None else \
         (demo_speculative_config() if args.model is None else None)
     # The engine itself must not profile (verify "fixed"); the key ignores the planner anyway.
@@ -52,23 +84,16 @@ def run(args: argparse.Namespace) -> int:
                               attention_backend=args.attention_backend, max_num_seqs=args.max_num_seqs,
                               max_num_batched_tokens=args.max_num_batched_tokens,
                               speculative_config={**(spec or {}), "verify": "fixed"})
+    if args.show:
+        return show(cfg.model.model, cfg.spec.model or cfg.spec.method, args.cache_dir)
     from sparkserve.engine.engine import Engine
     from sparkserve.engine.spec_control import cost_key
     from sparkserve.spec_decode.profile import profile_runner
 
-    # the table's key depends on what the loaded model stores (dtype, bf16 weight storage, backend),
-    # so even --show builds the engine
     print("building the engine (model, KV cache, drafter) ...", flush=True)
     engine = Engine(cfg)
     key = cost_key(cfg.spec, engine.runner, cfg.model.model, cfg.scheduler.max_num_batched_tokens)
     print(f"setup: {json.dumps(key.__dict__)}")
-    if args.show:
-        table = CostTable.load_cached(key, args.cache_dir)
-        if table is None:
-            print(f"no cached table for this setup under {cache_dir(args.cache_dir)}")
-            return 1
-        print(format_table(table))
-        return 0
     print(f"profiling for up to {args.time_limit:g} s ...", flush=True)
     table = profile_runner(engine.runner, cfg.scheduler.max_num_batched_tokens, args.max_num_seqs,
                            args.time_limit, key=key)

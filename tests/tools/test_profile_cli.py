@@ -5,7 +5,7 @@ from sparkserve import cli
 from tests.models.hf_fixtures import make_hf_model
 
 
-def test_profile_saves_a_table_the_engine_reuses(tmp_path, capsys):
+def test_profile_saves_a_table_the_engine_reuses(tmp_path, capsys, monkeypatch):
     model = make_hf_model(str(tmp_path / "target"), "qwen3", tied=True, seed=1)
     cache, out = tmp_path / "cache", tmp_path / "table.json"
     common = ["--model", model, "--max-num-batched-tokens", "24", "--cache-dir", str(cache), "--num-threads", "1",
@@ -18,11 +18,17 @@ def test_profile_saves_a_table_the_engine_reuses(tmp_path, capsys):
     assert all(t > 0 for t in table["step_times_s"])
     assert len(list((cache / "cost").glob("cost-*.json"))) == 1
 
-    assert cli.main(["profile", *common, "--show"]) == 0  # reads the cache, measures nothing
-    assert "   24 " in capsys.readouterr().out
-
     from sparkserve.engine.args import build_engine_config
     from sparkserve.engine.engine import Engine
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("--show must not build an engine")
+
+    with monkeypatch.context() as m:
+        m.setattr(Engine, "__init__", no_engine)
+        assert cli.main(["profile", *common, "--show"]) == 0  # reads the cache, measures nothing, loads nothing
+    shown = capsys.readouterr().out
+    assert "   24 " in shown and '"drafter": "ngram"' in shown
 
     spec = {"method": "ngram", "num_speculative_tokens": 3, "verify": "causal",
             "cost_cache_dir": str(cache), "cost_profile_time_s": 1000.0}  # forever, if it profiled
