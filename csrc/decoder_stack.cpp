@@ -15,7 +15,7 @@ namespace {
 
 using at::Tensor;
 using OptTensor = c10::optional<Tensor>;
-constexpr int64_t kWeightsPerLayer = 12;  // see decoder_stack's schema below
+constexpr int64_t kWeightsPerLayer = 16;  // see decoder_stack's loop below
 
 struct Ops {
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, double)> rms_norm;
@@ -25,7 +25,7 @@ struct Ops {
                                                               int64_t, int64_t, double)>
       qk_norm_rope;
   c10::TypedOperatorHandle<Tensor(const Tensor&)> silu_and_mul;
-  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&)> linear;
+  c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&)> linear;
   c10::TypedOperatorHandle<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&,
                                   const Tensor&, const Tensor&, const Tensor&, double)>
       paged_attention;
@@ -44,7 +44,7 @@ const Ops& ops() {
                                                       const OptTensor&, const OptTensor&, int64_t, int64_t,
                                                       double)>(),
         find("sparkserve::layer_silu_and_mul").typed<Tensor(const Tensor&)>(),
-        find("sparkserve::linear_cpu").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&)>(),
+        find("sparkserve::linear_cpu").typed<Tensor(const Tensor&, const Tensor&, const OptTensor&, const OptTensor&)>(),
         find("sparkserve::paged_attention")
             .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, Tensor, Tensor, const Tensor&, const Tensor&,
                           const Tensor&, const Tensor&, double)>(),
@@ -54,7 +54,8 @@ const Ops& ops() {
 }
 
 // StreamLinear.forward (linear.cpp: linear_cpu, the one rule for which kernel runs a product).
-Tensor linear(const Tensor& x, const OptTensor& w, const OptTensor& b) { return ops().linear.call(x, *w, b); }
+// w points at (weight, bias, fp32 GEMM copy or None).
+Tensor linear(const Tensor& x, const OptTensor* w) { return ops().linear.call(x, *w[0], w[1], w[2]); }
 
 std::tuple<Tensor, std::vector<Tensor>> decoder_stack(
     const Tensor& x_in, const Tensor& positions, const std::vector<OptTensor>& weights, const Tensor& final_norm,
@@ -74,16 +75,16 @@ std::tuple<Tensor, std::vector<Tensor>> decoder_stack(
   Tensor x = x_in;
   for (int64_t l = 0; l < layers; ++l) {
     const OptTensor* w = weights.data() + l * kWeightsPerLayer;
-    // w: 0 input_ln, 1 qkv, 2 qkv bias, 3 q_norm, 4 k_norm, 5 o, 6 o bias, 7 post_ln, 8 gate_up, 9 its bias,
-    //    10 down, 11 its bias
+    // w: 0 input_ln, 1-3 qkv (weight, bias, fp32 GEMM copy), 4 q_norm, 5 k_norm, 6-8 o, 9 post_ln,
+    //    10-12 gate_up, 13-15 down
     const Tensor h = op.rms_norm.call(x, *w[0], eps);
-    const Tensor qkv = linear(h, w[1], w[2]);
-    auto [q, k, v] = op.qk_norm_rope.call(qkv, positions, cos, sin, w[3], w[4], num_heads, num_kv_heads, eps);
+    const Tensor qkv = linear(h, w + 1);
+    auto [q, k, v] = op.qk_norm_rope.call(qkv, positions, cos, sin, w[4], w[5], num_heads, num_kv_heads, eps);
     const Tensor attn = op.paged_attention.call(q, k, v, k_caches[l], v_caches[l], slot_mapping, block_tables,
                                                 seq_lens, query_start_loc, scale);
-    const Tensor o = linear(attn.reshape({t, num_heads * head_dim}), w[5], w[6]);
-    auto [x2, h2] = op.add_rms_norm.call(x, o, *w[7], eps);
-    const Tensor down = linear(op.silu_and_mul.call(linear(h2, w[8], w[9])), w[10], w[11]);
+    const Tensor o = linear(attn.reshape({t, num_heads * head_dim}), w + 6);
+    auto [x2, h2] = op.add_rms_norm.call(x, o, *w[9], eps);
+    const Tensor down = linear(op.silu_and_mul.call(linear(h2, w + 10)), w + 13);
     x = x2 + down;
     for (size_t c = 0; c < capture_ids.size(); ++c)
       if (capture_ids[c] == l) captured[c] = x;

@@ -118,16 +118,20 @@ int64_t stream_max_rows(int64_t k) { return k >= 256 ? 16 : (k >= 128 ? 4 : 1); 
 // StreamLinear.forward without autograd, for any leading shape: the one rule the module path, the captured
 // stack (decoder_stack.cpp) and the Markov loop (markov.cpp) all call.
 //   fp32 rows, or bf16 rows against bf16 weights: up to stream_max_rows(K) rows stream (linear_stream);
-//   more fp32 rows against bf16 weights: linear_widen; anything else: torch, weights in x's dtype.
-at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias) {
+//   more fp32 rows against bf16 weights: torch's GEMM on `w_gemm` (an fp32 copy of w, the same numbers) when
+//   the layer keeps one, else linear_widen; anything else: torch, weights in x's dtype.
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optional<at::Tensor>& bias,
+                      const c10::optional<at::Tensor>& w_gemm) {
   const int64_t k = x.size(-1), rows = x.numel() / std::max<int64_t>(k, 1);
   const bool bf16_rows = x.scalar_type() == at::kBFloat16 && w.scalar_type() == at::kBFloat16;
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.size(0);
   if ((x.scalar_type() == at::kFloat || bf16_rows) && rows <= stream_max_rows(k))
     return linear_stream(x.reshape({rows, k}), w, bias).reshape(shape);
-  if (x.scalar_type() == at::kFloat && w.scalar_type() == at::kBFloat16)
+  if (x.scalar_type() == at::kFloat && w.scalar_type() == at::kBFloat16) {
+    if (w_gemm.has_value() && w_gemm->defined()) return at::linear(x, *w_gemm, bias);
     return linear_widen(x.reshape({rows, k}), w, bias).reshape(shape);
+  }
   const c10::optional<at::Tensor> b =
       bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to(x.scalar_type())) : c10::nullopt;
   return at::linear(x, w.scalar_type() == x.scalar_type() ? w : w.to(x.scalar_type()), b);
@@ -136,7 +140,7 @@ at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& w, const c10::optio
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(sparkserve, m) {
-  m.def("linear_cpu(Tensor x, Tensor w, Tensor? bias) -> Tensor");
+  m.def("linear_cpu(Tensor x, Tensor w, Tensor? bias, Tensor? w_gemm=None) -> Tensor");
   m.impl("linear_cpu", c10::DispatchKey::CPU, TORCH_FN(linear_cpu));
   m.def("linear_stream(Tensor x, Tensor w, Tensor? bias) -> Tensor");
   m.impl("linear_stream", c10::DispatchKey::CPU, TORCH_FN(linear_stream));

@@ -40,7 +40,8 @@ constexpr int64_t kDrawBlock = 64;   // the draw's cumulative sum walks blocks o
 // A Linear as the drafter's module computes it (layers/linear.py), so the products are the same calls:
 //   kTorchLinear  nn.Linear: linear(x, weight, bias)
 //   kDualLayout   DualLayoutLinear: x @ weight_t (+ bias) for 2-d x of at most max_rows rows, else as nn.Linear
-//   kStream       StreamLinear: sparkserve::linear_cpu (csrc/linear.cpp), the rule StreamLinear.forward calls
+//   kStream       StreamLinear: sparkserve::linear_cpu (csrc/linear.cpp), the rule StreamLinear.forward calls;
+//                 weight_t then carries the layer's fp32 GEMM copy (StreamLinear.weight_gemm) or None
 enum LinearKind : int64_t { kTorchLinear = 0, kDualLayout = 1, kStream = 2 };
 
 struct Linear {
@@ -56,8 +57,9 @@ struct Linear {
     if (kind == kStream) {  // StreamLinear: linear.cpp's linear_cpu, the one rule for which kernel runs
       static auto op = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("sparkserve::linear_cpu", "")
-                           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&)>();
-      return op.call(x, weight, bias);
+                           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+                                             const c10::optional<at::Tensor>&)>();
+      return op.call(x, weight, bias, weight_t);  // weight_t: its fp32 GEMM copy or None
     }
     return at::linear(x, weight, bias);
   }

@@ -59,11 +59,12 @@ class StreamLinear(nn.Module):
         self.weight = nn.Parameter(weight.contiguous(), requires_grad=False)  # [out, in]
         bias = getattr(linear, "bias", None)
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+        self.weight_gemm: torch.Tensor | None = None  # fp32 copy of bf16 weights for many-row products (keep_gemm_copies)
         self.out_features, self.in_features = self.weight.shape
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cpu and not torch.is_grad_enabled():  # csrc/linear.cpp: linear_cpu picks the kernel
-            return torch.ops.sparkserve.linear_cpu(x, self.weight, self.bias)
+            return torch.ops.sparkserve.linear_cpu(x, self.weight, self.bias, self.weight_gemm)
         weight = self.weight if self.weight.dtype == x.dtype else self.weight.to(x.dtype)
         return nn.functional.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
 
@@ -110,15 +111,33 @@ def use_stream_linears(module: nn.Module, bf16_when_exact: bool = False) -> int:
 
 def use_cpu_inference_linears(module: nn.Module, bf16_when_exact: bool = False, dual_layout: bool = True) -> str:
     """The CPU inference linears for ``module``: StreamLinear everywhere when the native kernels are
-    available, else DualLayoutLinear (when ``dual_layout``), else unchanged. Returns which ("stream",
+    available (bf16-stored ones with fp32 GEMM copies, budget permitting: ``keep_gemm_copies``), else DualLayoutLinear (when ``dual_layout``), else unchanged. Returns which ("stream",
     "dual", "torch")."""
     if native.available():
         use_stream_linears(module, bf16_when_exact)
+        keep_gemm_copies(module)
         return "stream"
     if dual_layout:
         use_dual_layout_everywhere(module)
         return "dual"
     return "torch"
+
+
+GEMM_COPY_BUDGET_BYTES = 1 << 30  # fp32 copies kept for many-row products, at most this much per model
+
+
+def keep_gemm_copies(module: nn.Module, budget_bytes: int = GEMM_COPY_BUDGET_BYTES) -> int:
+    """Give every bf16-stored StreamLinear in ``module`` an fp32 copy for products of many rows (prefill, large
+    batches), where torch's GEMM on fp32 beats widening the bf16 weights per call (the many-row cost of bf16
+    storage measured in bench/RESULTS.md); the bytes to stream per decode step stay the bf16 ones. Only when
+    all copies fit ``budget_bytes`` (a model too large for that keeps bf16 only). Returns the bytes added."""
+    layers = [m for m in module.modules() if isinstance(m, StreamLinear) and m.weight.dtype == torch.bfloat16]
+    total = sum(m.weight.numel() * 4 for m in layers)
+    if not layers or total > budget_bytes:
+        return 0
+    for m in layers:
+        m.weight_gemm = m.weight.float()
+    return total
 
 
 def weight_storage(module: nn.Module) -> str:

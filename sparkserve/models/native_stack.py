@@ -37,6 +37,11 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+def _linear(m: StreamLinear) -> tuple:
+    """(weight, bias, fp32 GEMM copy): what csrc/decoder_stack.cpp passes to linear_cpu for one projection."""
+    return m.weight, m.bias, m.weight_gemm
+
+
 class NativeDecoderStack:
     """One native call per forward for the layers of a fused fp32 DecoderForCausalLM (see module doc)."""
 
@@ -49,9 +54,8 @@ class NativeDecoderStack:
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
             qk = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else (None, None)
-            self.weights += [layer.input_layernorm.weight, attn.qkv_proj.weight, attn.qkv_proj.bias, *qk,
-                             attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight,
-                             mlp.gate_up_proj.weight, mlp.gate_up_proj.bias, mlp.down_proj.weight, mlp.down_proj.bias]
+            self.weights += [layer.input_layernorm.weight, *_linear(attn.qkv_proj), *qk, *_linear(attn.o_proj),
+                             layer.post_attention_layernorm.weight, *_linear(mlp.gate_up_proj), *_linear(mlp.down_proj)]
         self.final_norm = model.model.norm.weight
         self.rotary = model.rotary
         self.shape = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)

@@ -83,7 +83,8 @@ def _linear(module: nn.Module | None) -> tuple[tuple[int, int], torch.Tensor | N
     """((kind, row limit), weight [out, in], weight_t [in, out] or None, bias or None) of a linear module."""
     if module is None:
         return (0, 0), None, None, None
-    return _linear_kinds()[type(module)], module.weight, getattr(module, "weight_t", None), module.bias
+    second = getattr(module, "weight_gemm", None) if hasattr(module, "weight_gemm") else getattr(module, "weight_t", None)
+    return _linear_kinds()[type(module)], module.weight, second, module.bias  # StreamLinear: its fp32 GEMM copy
 
 
 def draft_uniforms(requests: list[ProposeRequest], nums: list[int], greedy: list[bool], steps: int) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from sparkserve import native
-from sparkserve.layers.linear import (STREAM_MAX_ROWS, StreamLinear, exactly_bf16, use_stream_linears,
-                                      weight_storage)
+from sparkserve.layers.linear import (STREAM_MAX_ROWS, StreamLinear, exactly_bf16, keep_gemm_copies,
+                                      use_stream_linears, weight_storage)
 from sparkserve.models.decoder import DecoderForCausalLM
 from sparkserve.models.hf_config import DecoderConfig
 
@@ -176,3 +176,16 @@ def test_linear_cpu_streams_as_many_rows_as_pay_for_the_width(k, streamed):
         assert torch.equal(got, want)
     x3 = torch.randn(2, 1, k, generator=g)  # any leading shape
     assert torch.equal(torch.ops.sparkserve.linear_cpu(x3, w, None), torch.ops.sparkserve.linear_cpu(x3.view(2, k), w, None).view(2, 1, 40))
+
+
+def test_gemm_copies_serve_many_rows_and_respect_the_budget():
+    ref = nn.Linear(300, 50)
+    ref.weight.data = ref.weight.data.bfloat16().float()
+    model = nn.Sequential(StreamLinear(ref, bf16_when_exact=True))
+    assert keep_gemm_copies(model, budget_bytes=100) == 0 and model[0].weight_gemm is None  # too big: bf16 only
+    assert keep_gemm_copies(model) == 300 * 50 * 4
+    assert model[0].weight_gemm.dtype == torch.float32 and torch.equal(model[0].weight_gemm, ref.weight)
+    x = torch.randn(40, 300)
+    with torch.no_grad():
+        assert torch.equal(model(x), nn.functional.linear(x, ref.weight, ref.bias))  # torch's GEMM on the copy
+        assert torch.equal(model(x[:1]), torch.ops.sparkserve.linear_stream(x[:1], model[0].weight, ref.bias))
