@@ -70,9 +70,10 @@ GPU_TESTS=$(grep -rl "pytest.mark.gpu" tests --include='test_*.py' | sort)
 if [ "$DRY" -eq 1 ]; then
   export TRITON_INTERPRET=1
   # one pytest run: the GPU tests (they skip here) and one interpreted kernel test per kind
-  step tests 120 "$PY" -m pytest -q -p no:cacheprovider $GPU_TESTS tests/triton_kernels/test_paged_attention.py \
+  # (generous limits: the dry run is CI's check that the script works, on a loaded 2-core machine)
+  step tests 500 "$PY" -m pytest -q -p no:cacheprovider $GPU_TESTS tests/triton_kernels/test_paged_attention.py \
     -k "gpu or cuda or mixed_rows_match_torch_backend and dtype0"
-  step sps-profile 120 "$PY" bench/gpu_step_profile.py --shapes tiny --device cpu --dtype float32 \
+  step sps-profile 500 "$PY" bench/gpu_step_profile.py --shapes tiny --device cpu --dtype float32 \
     --backends torch triton --budgets 1 3 --repeats 1 --max-num-seqs 4 --context 16 --out "$OUT"
 else
   step gpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS

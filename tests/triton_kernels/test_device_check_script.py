@@ -23,7 +23,7 @@ def test_dry_run_end_to_end(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "TRITON_INTERPRET": "1"}
     env.pop("SPARKSERVE_WHEELS", None)
     proc = subprocess.run(["bash", SCRIPT, str(tmp_path), "--dry-run"], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=1200)
     log = (tmp_path / "device_check.log").read_text() if (tmp_path / "device_check.log").exists() else ""
     assert proc.returncode == 0, proc.stdout + log[-4000:]
     assert "failed steps: 0" in (tmp_path / "summary.txt").read_text()
