@@ -81,6 +81,13 @@ else
     --ignore=tests/triton_kernels/test_device_check_script.py
   step sps-profile 210 "$PY" bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b \
     --backends torch triton flashinfer --repeats 5 --out "$OUT"
+  # tensor parallelism over NCCL needs two GPUs: TP=2 vs TP=1 greedy on the demo model, or say why not
+  NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
+  if [ "${NGPU:-0}" -ge 2 ]; then
+    step tp-nccl 120 "$PY" bench/tp_decode.py --concurrency 1 8 --rounds 1
+  else
+    echo "tp-nccl: skipped, this machine has ${NGPU:-0} GPU(s) and TP=2 needs 2" | tee -a "$SUMMARY"
+  fi
 fi
 echo "failed steps: $FAILED (log: $LOG)" | tee -a "$SUMMARY"
 exit "$FAILED"

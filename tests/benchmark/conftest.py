@@ -9,7 +9,9 @@ from tests.models.hf_fixtures import make_hf_model
 from tests.server.server_proc import ServerProcess
 
 MODEL_NAME = "tiny"
-CONTEXT = 4096  # the byte-level fixture tokenizer makes mt-bench's two turns ~1,500 tokens
+CONTEXT = 4096  # room for two turns in the byte-level fixture tokenizer (mt-bench's are ~1,500 tokens)
+# a multi-turn prompt set in mt-bench's format, shipped with the tests: a clone may have no ../shared
+MULTI_TURN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "multi-turn.jsonl")
 SERVER_ARGS = ("--served-model-name", MODEL_NAME, "--max-model-len", str(CONTEXT), "--num-kv-blocks", "1024",
                "--max-num-seqs", "8",
                "--speculative-config", json.dumps({"method": "ngram", "num_speculative_tokens": 3}))

@@ -12,7 +12,7 @@ import pytest
 
 from sparkserve import cli
 from sparkserve.benchmark.compare import interleaved_schedule
-from tests.benchmark.conftest import MODEL_NAME, SERVER_ARGS
+from tests.benchmark.conftest import MODEL_NAME, MULTI_TURN, SERVER_ARGS
 from tests.server.server_proc import ROOT, free_port, wait_for
 
 
@@ -58,7 +58,7 @@ def test_runs_report_what_the_server_counted(bench_server, tmp_path, capsys):
 
 def test_multi_turn_and_completions(bench_server, tmp_path):
     out = tmp_path / "mt"
-    assert bench("--base-url", bench_server.url, "--dataset", "mt-bench", "--num-prompts", "2", "--output-len", "8",
+    assert bench("--base-url", bench_server.url, "--dataset", MULTI_TURN, "--num-prompts", "2", "--output-len", "8",
                  "--max-concurrency", "2", "--out", str(out), "--no-plots") == 0
     r = result(out)["setups"]["server"][0]
     assert r["completed"] == 4  # two conversations of two turns

@@ -3,6 +3,7 @@ import pytest
 
 from sparkserve.benchmark.workloads import (as_text, dataset_workload, load_tokenizer, random_workload,
                                             read_dataset)
+from tests.benchmark.conftest import MULTI_TURN
 
 
 def test_random_lengths_and_seed():
@@ -24,10 +25,10 @@ def test_shared_prefix():
 
 
 def test_datasets_multi_turn_and_output_lengths():
-    mt = dataset_workload("mt-bench", 4, 32, seed=0)
+    mt = dataset_workload(MULTI_TURN, 4, 32, seed=0)
     assert all(len(c.turns) == 2 and c.max_tokens == [32, 32] for c in mt)
-    assert dataset_workload("mt-bench", 4, 32, seed=0) == mt  # seeded
-    assert all(len(c.turns) == 1 for c in dataset_workload("mt-bench", 3, 8, seed=0, max_turns=1))
+    assert dataset_workload(MULTI_TURN, 4, 32, seed=0) == mt  # seeded
+    assert all(len(c.turns) == 1 for c in dataset_workload(MULTI_TURN, 3, 8, seed=0, max_turns=1))
     tok = load_tokenizer(None)
     chat = dataset_workload("demo-chat", 3, None, seed=0, tokenizer=tok)  # reference answers' token counts
     refs = {r["turns"][0]: len(tok.encode(r["reference"]).ids) for r in read_dataset("demo-chat")}
