@@ -61,16 +61,10 @@ class ServerProcess:
         return children[0]
 
     def metrics(self) -> dict[str, float]:
-        """Sample name{labels} -> value, parsed with prometheus_client's parser."""
-        from prometheus_client.parser import text_string_to_metric_families
+        """Sample name{labels} -> value, parsed with prometheus_client's parser (the bench harness's parser)."""
+        from sparkserve.benchmark.server_stats import parse_prometheus
 
-        text = httpx.get(self.url + "/metrics", timeout=60).text
-        out = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "model_name")
-                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
-        return out
+        return parse_prometheus(httpx.get(self.url + "/metrics", timeout=60).text)
 
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
