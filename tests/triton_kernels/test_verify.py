@@ -11,36 +11,16 @@ import torch
 
 pytest.importorskip("triton")
 
+from sparkserve_triton.verify import verify  # noqa: E402
+
 from sparkserve.spec_decode.verify import VerifyInput  # noqa: E402
 from sparkserve.spec_decode.verify import verify as torch_verify  # noqa: E402
 from sparkserve.step import SamplingMeta  # noqa: E402
-from sparkserve_triton.verify import verify  # noqa: E402
-
-SAMPLINGS = [SamplingMeta(temperature=0.7, top_k=20, top_p=0.8), SamplingMeta(top_p=0.8), SamplingMeta(),
-             SamplingMeta(temperature=0.0), SamplingMeta(min_p=0.1, top_k=50), SamplingMeta(temperature=1.3, top_k=5)]
+from tests.spec_decode.verify_batches import mixed_batch  # noqa: E402
 
 
 def _batch(vocab: int, seed: int, num_requests: int = 12):
-    g = torch.Generator().manual_seed(seed)
-    lengths = [int(n) for n in torch.randint(0, 6, (num_requests,), generator=g)]
-    lengths[0], lengths[1] = 0, 5
-    logits = torch.randn(sum(lengths) + num_requests, vocab, generator=g) * 2.5
-    logits[torch.rand(logits.shape, generator=g) < 0.05] = float("-inf")  # p = 0 tokens
-    inputs, row = [], 0
-    for i, n in enumerate(lengths):
-        rows = logits[row:row + n]
-        q = torch.softmax(rows.nan_to_num(neginf=-5.0) * 1.5 + 0.3 * torch.randn(n, vocab, generator=g), dim=-1)
-        drafts = torch.multinomial(q, 1, generator=g).squeeze(1) if n else torch.zeros(0, dtype=torch.long)
-        kind = i % 4  # q as fp32, bf16, None (deterministic drafts), fp32 with q(d_1) = 0
-        probs = [q, q.to(torch.bfloat16), None, q.clone()][kind]
-        if kind == 3 and n:
-            probs[0, drafts[0]] = 0.0
-        if kind == 2 and n:
-            drafts = rows.argmax(dim=-1)
-            drafts[-1] = (drafts[-1] + 1) % vocab
-        inputs.append(VerifyInput(drafts.tolist(), probs, SAMPLINGS[i % len(SAMPLINGS)]))
-        row += n + 1
-    return logits, inputs
+    return mixed_batch(vocab, seed, num_requests, max_drafts=5)
 
 
 def _with_generators(inputs, seed):
