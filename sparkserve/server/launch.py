@@ -54,8 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="split the model over N ranks (torch.distributed: NCCL on GPUs, one per rank; gloo on "
                         "CPUs); the engine starts and stops one worker process per extra rank (default: 1)")
     m.add_argument("--attention-backend", default="auto", choices=("auto", "torch", "cpu", "triton", "flashinfer"),
-                   help="paged-attention implementation (default: %(default)s = cpu, the native kernels, where "
-                        "they built; else torch; triton and flashinfer need a CUDA device)")
+                   help="paged-attention implementation (default: %(default)s = on a CPU: cpu, the native kernels, "
+                        "where they built, else torch; on a CUDA device: flashinfer, else triton, else torch, "
+                        "whichever imports first; triton and flashinfer need a CUDA device)")
     m.add_argument("--speculative-config", type=speculative_config_arg, default=None, metavar="JSON",
                    help='speculative decoding as a JSON object of SpecConfig fields, e.g. '
                         '\'{"method": "dspark", "model": "DIR", "num_speculative_tokens": 7, "verify": "lagged"}\'. '
