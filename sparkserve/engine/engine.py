@@ -65,6 +65,10 @@ class Engine:
         self.num_blocks = num_kv_blocks(config.cache, sched, per_block)
         proposer, gamma = build_proposer(config.spec, self.model, self.num_blocks, config.cache.block_size,
                                          mc.attention_backend)
+        if device.type == "cpu" and not mc.enforce_eager and hasattr(proposer, "capture_step"):
+            reason = proposer.capture_step()
+            log.info("captured draft step: %s", "the drafter's block layers run as one native call"
+                     if reason is None else f"off ({reason})")
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
                                   proposer, gamma)
         if mc.tensor_parallel_size > 1:

@@ -19,12 +19,21 @@ from sparkserve.layers.linear import StreamLinear
 
 def unsupported_reason(model) -> str | None:
     """Why ``model`` (a fused DecoderForCausalLM) cannot run as a native stack, or None if it can."""
+    eps = model.config.rms_norm_eps
+    reason = stack_unsupported_reason(model.model.layers, model.rotary, eps)
+    if reason is None and (not isinstance(model.lm_head, StreamLinear) or model.model.norm.eps != eps):
+        return "lm_head / final norm differ"
+    return reason
+
+
+def stack_unsupported_reason(layers, rotary, eps: float) -> str | None:
+    """Why fused layers (input_layernorm, self_attn with qkv_proj/o_proj, post_attention_layernorm, mlp with
+    gate_up_proj/down_proj) cannot run as a native stack (csrc/stack_ops.h), or None if they can."""
     if not native.available():
         return "the native kernels are not built"
-    if model.rotary.cos.dtype != torch.float32 or model.rotary.cos.device.type != "cpu":
+    if rotary.cos.dtype != torch.float32 or rotary.cos.device.type != "cpu":
         return "rotary tables are not fp32 on the CPU"
-    eps = model.config.rms_norm_eps
-    for layer in model.model.layers:
+    for layer in layers:
         attn, mlp = layer.self_attn, layer.mlp
         linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
         if not all(isinstance(m, StreamLinear) for m in linears):
@@ -32,14 +41,20 @@ def unsupported_reason(model) -> str | None:
         norms = [layer.input_layernorm, layer.post_attention_layernorm] + ([attn.q_norm, attn.k_norm] if attn.qk_norm else [])
         if any(n.eps != eps or n.weight.dtype != torch.float32 for n in norms):
             return "norms differ in eps or dtype"
-    if not isinstance(model.lm_head, StreamLinear) or model.model.norm.eps != eps:
-        return "lm_head / final norm differ"
     return None
 
 
 def _linear(m: StreamLinear) -> tuple:
-    """(weight, bias, fp32 GEMM copy): what csrc/decoder_stack.cpp passes to linear_cpu for one projection."""
+    """(weight, bias, fp32 GEMM copy): what csrc/stack_ops.h passes to linear_cpu for one projection."""
     return m.weight, m.bias, m.weight_gemm
+
+
+def layer_weights(layer) -> list[torch.Tensor | None]:
+    """One fused layer's 16 entries of a native stack's weight list, in csrc/stack_ops.h's order."""
+    attn, mlp = layer.self_attn, layer.mlp
+    qk = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else (None, None)
+    return [layer.input_layernorm.weight, *_linear(attn.qkv_proj), *qk, *_linear(attn.o_proj),
+            layer.post_attention_layernorm.weight, *_linear(mlp.gate_up_proj), *_linear(mlp.down_proj)]
 
 
 class NativeDecoderStack:
@@ -50,12 +65,7 @@ class NativeDecoderStack:
         if reason is not None:
             raise ValueError(f"cannot capture this model's step: {reason}")
         cfg = model.config
-        self.weights: list[torch.Tensor | None] = []
-        for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            qk = (attn.q_norm.weight, attn.k_norm.weight) if attn.qk_norm else (None, None)
-            self.weights += [layer.input_layernorm.weight, *_linear(attn.qkv_proj), *qk, *_linear(attn.o_proj),
-                             layer.post_attention_layernorm.weight, *_linear(mlp.gate_up_proj), *_linear(mlp.down_proj)]
+        self.weights = [w for layer in model.model.layers for w in layer_weights(layer)]
         self.final_norm = model.model.norm.weight
         self.rotary = model.rotary
         self.shape = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)

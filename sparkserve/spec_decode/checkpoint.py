@@ -111,7 +111,7 @@ def _resolve_dtype(dtype, target_model, device: torch.device) -> torch.dtype:
 def load_drafter(path: str | None, target_config, target_model=None, method: str | None = None,
                  num_blocks: int = 0, block_size: int = 16, device: str | torch.device | None = None, dtype=None, *,
                  num_speculative_tokens: int | None = None, ngram_max: int = 4, ngram_min: int = 2,
-                 attention_backend: str = "auto") -> Proposer:
+                 attention_backend: str = "auto", fuse: bool = False) -> Proposer:
     """Build the proposer for ``method`` (see METHODS; None/"auto": whatever the checkpoint is).
 
     ``target_config``: the target's ``DecoderConfig`` (a loaded target model is accepted here too,
@@ -121,7 +121,9 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     cache mirrors. ``device``/``dtype``: default to the target model's (else CPU / fp32); ``dtype``
     may be a torch dtype or a name. ``num_speculative_tokens`` caps gamma (for ``ngram`` it sets
     it; default 4). ``attention_backend``: the target's backend name (``attention.registry``); the
-    drafter attends through its own instance of it.
+    drafter attends through its own instance of it. ``fuse``: the serving layout of a DSpark/DFlash drafter
+    (fused qkv and gate/up products, which the captured draft step needs; ``state_dict()`` is then no
+    longer the checkpoint's).
     """
     if not isinstance(target_config, DecoderConfig) and isinstance(getattr(target_config, "config", None),
                                                                     DecoderConfig):
@@ -154,6 +156,8 @@ def load_drafter(path: str | None, target_config, target_model=None, method: str
     _check_state(state, model.state_dict(), path, dcfg.kind)
     model.load_state_dict(state, strict=True, assign=True)
     model = model.to(device=device, dtype=_resolve_dtype(dtype, target_model, device)).eval()
+    if fuse and isinstance(model, DSparkDraftModel):
+        model.fuse_for_inference()  # fused qkv and gate/up products for serving (and the captured draft step)
     if device.type == "cpu":
         # the chain/Markov steps are 1-2 row products (layers/linear.py); bf16 storage only where exact
         use_cpu_inference_linears(model, bf16_when_exact=dtype in (None, "auto"))

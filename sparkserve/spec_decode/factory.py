@@ -24,7 +24,7 @@ def build_proposer(spec: SpecConfig, target_model, num_blocks: int, block_size: 
     from sparkserve.spec_decode.checkpoint import load_drafter
 
     proposer = load_drafter(spec.model, target_model, method=spec.method, num_blocks=num_blocks,
-                            block_size=block_size, attention_backend=attention_backend)
+                            block_size=block_size, attention_backend=attention_backend, fuse=True)
     gamma = proposer.num_speculative_tokens
     if spec.num_speculative_tokens:
         if spec.num_speculative_tokens > gamma:

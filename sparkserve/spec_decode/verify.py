@@ -49,8 +49,7 @@ from typing import Sequence
 
 import torch
 
-from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_indices, draw_uniforms, processed_logprobs
-from sparkserve.sample.native import use_native
+from sparkserve.sample import GREEDY_EPS, SamplingTensors, draw_indices, draw_uniforms, kernels, processed_logprobs
 from sparkserve.sample.sampler import TokenLogprobs
 from sparkserve.spec_decode.types import DraftBlock
 from sparkserve.spec_decode.verify_native import verify_native
@@ -108,12 +107,16 @@ def verify(
     """Verify every request's block against the target (module docstring); pure function.
 
     Request i owns ``l_i + 1`` consecutive rows; its row j is p_{j+1}, which judges d_{j+1}; row
-    l_i is the bonus row. ``backend``: "auto" runs the native kernel (``verify_native``) on CPU logits
-    when ``sparkserve.native.available()``, "torch" / "native" force one (``sample.native``).
+    l_i is the bonus row. ``backend`` (``sample/kernels.py``): "auto" runs the fused Triton verifier
+    (``sparkserve_triton.verify``) on CUDA logits when Triton imports, the native kernel
+    (``verify_native``) on CPU logits when ``sparkserve.native.available()``, else the torch path;
+    "torch" / "native" / "triton" force one.
     """
     _check_inputs(target_logits, inputs)
-    if use_native(backend, target_logits):
-        num_accepted, final_ids = verify_native(target_logits, inputs)
+    kind = kernels.choose(backend, target_logits)
+    if kind != "torch":  # one fused kernel call; the same uniforms from the same generators
+        fused = verify_native if kind == "native" else kernels.triton_verify
+        num_accepted, final_ids = fused(target_logits, inputs)
         outputs = [VerifyOutput(token_ids=list(inp.draft_token_ids[:a]) + [tok], num_accepted=a)
                    for inp, a, tok in zip(inputs, num_accepted, final_ids)]
         _attach_logprobs(target_logits, inputs, _starts(inputs), outputs)

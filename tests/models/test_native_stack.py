@@ -35,6 +35,9 @@ def test_captured_step_equals_the_module_path(spec):
         kwargs["speculative_config"] = {"method": "dspark", "model": demo_drafter_path(), "verify": "fixed"}
     eager, captured = LLM(None, enforce_eager=True, **kwargs), LLM(None, **kwargs)
     assert eager.engine.model.native_stack is None and captured.engine.model.native_stack is not None
+    if spec:  # the drafter's block layers are captured too
+        assert eager.engine.runner.proposer.native_stack is None
+        assert captured.engine.runner.proposer.native_stack is not None
     for temperature in (0.0, 0.8):
         assert run(captured, temperature) == run(eager, temperature)  # tokens and logprobs, exactly
 

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sparkserve.attention.base import AttentionBackend, DraftAttentionContext, DraftBatch
+from sparkserve.layers import fused
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.hf_config import DecoderConfig
@@ -46,6 +47,27 @@ class DraftAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, cfg.hidden_size, bias=bias)
         self.q_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.head_dim, cfg.rms_norm_eps)
+        self.qk_norm = True  # what layers/fused.qkv_norm_rope reads
+        self.qkv_proj: nn.Linear | None = None  # set by fuse() for serving
+
+    def fuse(self) -> None:
+        """Serving only: block rows take one [q; k; v] product (``fused_qkv``); q_proj goes, k_proj and v_proj
+        stay for context rows (``key_value``), which need no queries."""
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        self.qkv_proj = nn.Linear(w.shape[1], w.shape[0], bias=self.q_proj.bias is not None,
+                                  device=w.device, dtype=w.dtype)
+        self.qkv_proj.weight = nn.Parameter(w.detach(), requires_grad=False)
+        if self.q_proj.bias is not None:
+            self.qkv_proj.bias = nn.Parameter(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]).detach(),
+                                              requires_grad=False)
+        del self.q_proj
+
+    def fused_qkv(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding):
+        """After ``fuse``: x [R, B, in], positions [R, B] -> q [R, B, Hq, D], k, v [R, B, Hkv, D] (normed and
+        rotated as ``query``/``key_value``; the native per-head norm + RoPE where available)."""
+        r, b = x.shape[0], x.shape[1]
+        q, k, v = fused.qkv_norm_rope(self, self.qkv_proj(x.reshape(r * b, -1)), positions.reshape(-1), rotary)
+        return q.view(r, b, *q.shape[1:]), k.view(r, b, *k.shape[1:]), v.view(r, b, *v.shape[1:])
 
     def query(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding) -> torch.Tensor:
         """x [..., in], positions [...] -> q [..., Hq, D] (normed, rotated)."""

@@ -27,6 +27,7 @@ from torch import nn
 
 from sparkserve.attention.base import AttentionBackend, DraftMask
 from sparkserve.attention.registry import get_backend
+from sparkserve.layers import fused
 from sparkserve.layers.linear import input_dtype
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
@@ -94,11 +95,22 @@ class DSparkDraftModel(nn.Module):
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.query(h, positions, rotary)  # [R, B, Hq, D]
-            k, v = attn.key_value(h, positions, rotary)  # [R, B, Hkv, D]
-            x = x + attn.output(attend_layer(i, q, k, v))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            if attn.qkv_proj is not None:  # fused for serving
+                q, k, v = attn.fused_qkv(h, positions, rotary)
+            else:
+                q = attn.query(h, positions, rotary)  # [R, B, Hq, D]
+                k, v = attn.key_value(h, positions, rotary)  # [R, B, Hkv, D]
+            x, h = fused.add_rms_norm(x, attn.output(attend_layer(i, q, k, v)), layer.post_attention_layernorm)
+            x = x + layer.mlp(h)
         return self.norm(x)
+
+    def fuse_for_inference(self) -> "DSparkDraftModel":
+        """Serving only: fused [q; k; v] products for block rows and [gate; up] for the MLPs, with the native
+        norm/RoPE and SiLU kernels (the same function, a few ulps apart; the captured draft step runs these)."""
+        for layer in self.layers:
+            layer.self_attn.fuse()
+            layer.mlp.fuse()
+        return self
 
     def block_hidden(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding, context,
                      masks: list[torch.Tensor]) -> torch.Tensor:
@@ -153,6 +165,16 @@ class DSparkProposer:
                                               cfg.num_key_value_heads, cfg.head_dim, self.dtype, self.device)
         self.confidence_temperatures = confidence_temperatures
         self.has_confidence = model.confidence_head is not None
+        self.native_stack = None  # set by capture_step(): the block layers as one native call
+
+    def capture_step(self) -> str | None:
+        """Run the block layers as one native call from now on (``native_draft_stack``); returns None when
+        captured, else why not (the modules then stay)."""
+        from sparkserve.spec_decode.drafters.native_draft_stack import NativeDraftStack, unsupported_reason
+
+        reason = unsupported_reason(self.model, self.rotary)
+        self.native_stack = NativeDraftStack(self.model, self.rotary) if reason is None else None
+        return reason
 
     @staticmethod
     def cache_bytes_per_block(dcfg: DraftConfig, block_size: int, dtype: torch.dtype) -> int:
@@ -225,6 +247,8 @@ class DSparkProposer:
         ctx = draft_attention(self.backend, requests, [r.anchor_position for r in requests], B, self.block_size,
                               self.kv_caches, dcfg.model.head_dim ** -0.5, self.device)
         masks = [DraftMask(*dcfg.layer_attention(i)) for i in range(dcfg.num_layers)]
+        if self.native_stack is not None and self.native_stack.applies(x, ctx):
+            return self.native_stack(x, q_pos, ctx, masks)
         return self.model.block_layers(x, q_pos, self.rotary, lambda i, q, k, v: ctx.forward(i, q, k, v, masks[i]))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
