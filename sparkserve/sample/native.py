@@ -25,13 +25,13 @@ import torch
 
 from sparkserve import native
 
-BACKENDS = ("auto", "torch", "native")
+BACKENDS = ("auto", "torch", "native", "triton")  # the choice among all three: ``sample/kernels.py``
 NATIVE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def use_native(backend: str, tensor: torch.Tensor, dtypes: Sequence[torch.dtype] = NATIVE_DTYPES) -> bool:
     """Whether to run the kernel on ``tensor`` (logits or weights) for this ``backend``."""
-    if backend == "torch":
+    if backend in ("torch", "triton"):  # triton: ``sample/kernels.py`` chose the Triton kernels
         return False
     fits = tensor.device.type == "cpu" and tensor.dtype in dtypes
     if backend == "native":

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import torch
 
-from sparkserve.sample import native
+from sparkserve.sample import kernels, native
 from sparkserve.sample.metadata import SamplingTensors
 from sparkserve.sample.native import use_native
 from sparkserve.sample.processing import GREEDY_EPS, processed_logprobs
@@ -98,7 +98,8 @@ class Sampler:
     A random row draws with its own generator, which must live on the logits' device
     (``RequestGenerators(device=...)``); None there means torch's default generator (not
     reproducible). Greedy rows (temperature < ``GREEDY_EPS``) ignore their generator.
-    ``backend`` picks the kernels (``sample.native``); every backend draws the same uniforms.
+    ``backend`` picks the kernels (``sample/kernels.py``: torch, native CPU or Triton); every backend
+    draws the same uniforms.
     """
 
     def __init__(self, backend: str = "auto") -> None:
@@ -122,8 +123,11 @@ class Sampler:
 
     @staticmethod
     def _sample_mixed(logits, metas, generators, random_rows: list[int], backend: str) -> list[int]:
-        if use_native(backend, logits):
+        kind = kernels.choose(backend, logits)
+        if kind == "native":
             return Sampler._sample_native(logits, metas, generators, random_rows)
+        if kind == "triton":
+            return Sampler._sample_triton(logits, metas, generators, random_rows)
         token_ids = logits.argmax(dim=-1)  # [num_rows]; greedy rows keep these
         index = torch.tensor(random_rows, device=logits.device)  # [R]
         params = SamplingTensors.from_metas([metas[i] for i in random_rows], device=logits.device)
@@ -140,6 +144,15 @@ class Sampler:
         params = native.row_params([m.temperature if r else 0.0 for m, r in zip(metas, is_random)],
                                    [m.top_k for m in metas], [m.top_p for m in metas], [m.min_p for m in metas])
         return native.sample_tokens(logits, params, uniforms).tolist()
+
+    @staticmethod
+    def _sample_triton(logits, metas, generators, random_rows: list[int]) -> list[int]:
+        """One Triton launch over every row (greedy rows take the argmax and draw nothing)."""
+        uniforms = torch.zeros(len(metas), dtype=torch.float64, device=logits.device)  # [num_rows]
+        uniforms[random_rows] = draw_uniform_doubles([generators[i] for i in random_rows],
+                                                     logits.device).to(logits.device)
+        params = SamplingTensors.from_metas(metas, device=logits.device)
+        return kernels.triton_sample(logits, params, uniforms).tolist()
 
     @staticmethod
     def _logprobs(logits, metas, token_ids: list[int]) -> list[TokenLogprobs | None]:
