@@ -1,4 +1,4 @@
 from sparkserve.cli import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())  # the command's exit status (2: usage)

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drafter": ("sparkserve.tools.drafter_cli", "write drafter checkpoints (random init for tests and training)"),
     "train": ("sparkserve.train.cli", "drafter toolchain: regenerate data, fit, calibrate (STS), evaluate"),
     "profile": ("sparkserve.tools.profile_cli", "measure and cache the step-time table SPS(B, R) the verify planner uses"),
+    "kernels": ("sparkserve.tools.kernels_cli", "build the native CPU kernels for this machine now (or --check)"),
     "bench": ("sparkserve.benchmark.cli", "benchmarks: `bench serve` load-tests an OpenAI-compatible server"),
 }
 

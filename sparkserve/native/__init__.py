@@ -92,12 +92,17 @@ def available() -> bool:
     return True
 
 
+def library_path(directory: str) -> str:
+    """Where the shared library built from ``directory`` for this machine lives (built or not)."""
+    return os.path.join(build_root(), build_key(directory), f"{LIBRARY_NAME}.so")
+
+
 def _build_and_load(directory: str) -> None:
     import torch
     from torch.utils import cpp_extension
 
-    out = os.path.join(build_root(), build_key(directory))
-    lib = os.path.join(out, f"{LIBRARY_NAME}.so")
+    lib = library_path(directory)
+    out = os.path.dirname(lib)
     if not os.path.exists(lib):
         os.makedirs(out, exist_ok=True)
         log.info("building native CPU kernels in %s (once per machine and kernel version; 20-60 s)", out)
