@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-shot GPU check (issue 15): run it on a machine with a CUDA GPU, from anywhere; the step limits add
-# up to 7.5 minutes (plus up to 2 for an optional SPARKSERVE_WHEELS install).
+# up to 8 minutes (plus up to 2 for an optional SPARKSERVE_WHEELS install, 2 for TP on a 2-GPU machine).
 #
 #   bash bench/device_check.sh [OUT_DIR] [--dry-run]        (OUT_DIR default: $SPARKSERVE_DEVICE_CHECK_OUT,
 #                                                             else /tmp/sparkserve-device-check)
@@ -12,8 +12,9 @@
 #   3. every Triton kernel against its torch reference, natively (tests/triton_kernels: on a GPU the
 #      tests run on CUDA tensors, not in the interpreter);
 #   4. SPS(B) step time, B = 1..4096, on random-weight Qwen3-0.6B- and Qwen3-8B-shaped targets in
-#      bf16, eager (the engine has no CUDA graphs yet), per attention backend (torch, triton, and
-#      flashinfer when installed) -> OUT_DIR/profile.json, OUT_DIR/profile.md (bench/gpu_step_profile.py).
+#      bf16, eager vs CUDA graphs (decode steps and the c=1 1+7 verify step replay; backends that
+#      cannot be graphed get a "skipped" row), per attention backend (torch, triton, and flashinfer
+#      when installed) -> OUT_DIR/profile.json, OUT_DIR/profile.md (bench/gpu_step_profile.py).
 # --dry-run: the same steps on the CPU with tiny shapes (Triton in its interpreter), so the script
 # cannot rot between GPU runs; tests/triton_kernels/test_device_check_script.py runs it in CI.
 #
@@ -27,7 +28,7 @@ OUT="${SPARKSERVE_DEVICE_CHECK_OUT:-/tmp/sparkserve-device-check}"
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) OUT="$arg" ;;
   esac
 done
@@ -74,13 +75,14 @@ if [ "$DRY" -eq 1 ]; then
   step tests 500 "$PY" -m pytest -q -p no:cacheprovider $GPU_TESTS tests/triton_kernels/test_paged_attention.py \
     -k "gpu or cuda or mixed_rows_match_torch_backend and dtype0"
   step sps-profile 500 "$PY" bench/gpu_step_profile.py --shapes tiny --device cpu --dtype float32 \
-    --backends torch triton --budgets 1 3 --repeats 1 --max-num-seqs 4 --context 16 --out "$OUT"
+    --backends torch triton --modes eager graphs --budgets 1 3 --repeats 1 --max-num-seqs 4 --context 16 \
+    --out "$OUT"
 else
   step gpu-tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu $GPU_TESTS
   step triton-kernels 120 "$PY" -m pytest -q -p no:cacheprovider tests/triton_kernels -m "not gpu" \
     --ignore=tests/triton_kernels/test_device_check_script.py
-  step sps-profile 210 "$PY" bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b \
-    --backends torch triton flashinfer --repeats 5 --out "$OUT"
+  step sps-profile 240 "$PY" bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b \
+    --backends torch triton flashinfer --modes eager graphs --repeats 5 --out "$OUT"
   # tensor parallelism over NCCL needs two GPUs: TP=2 vs TP=1 greedy on the demo model, or say why not
   NGPU=$("$PY" -c 'import torch; print(torch.cuda.device_count())' 2>/dev/null || echo 0)
   if [ "${NGPU:-0}" -ge 2 ]; then

@@ -1,15 +1,20 @@
-"""SPS(B): step time by forward tokens B on random-weight Qwen3-shaped targets, per attention backend.
+"""SPS(B): step time by forward tokens B on random-weight Qwen3-shaped targets, per attention backend,
+eager and with CUDA graphs.
 
     python bench/gpu_step_profile.py --shapes qwen3-0.6b qwen3-8b --backends torch triton flashinfer \
-        --budgets 1 2 4 ... 4096 --out DIR
+        --modes eager graphs --budgets 1 2 4 ... 4096 --out DIR
 
 For each shape the target is built with random weights (bf16 on CUDA; nothing is downloaded) and run
 through the real ``ModelRunner`` on synthetic plans (``spec_decode/profile.py``: up to --max-num-seqs
 decoding sequences at --context cached tokens, prefill chunks for the rest, greedy, drafting off).
-Per (shape, backend) it reports the median step time over --repeats at every B, the c=1 ratio of a
-1+7-token verify step to a 1-token step, and for B=1 the HBM roofline (weight bytes / --hbm-tb-s).
-Eager only: the engine has no CUDA graphs yet. ``--shapes tiny --device cpu`` is the CPU dry run
-(under TRITON_INTERPRET=1 for the triton backend). Writes profile.json and profile.md into --out.
+Per (shape, backend, mode) it reports the median step time over --repeats at every B, the c=1 ratio of
+a 1+7-token verify step to a 1-token step, and for B=1 the HBM roofline (weight bytes / --hbm-tb-s).
+Mode ``graphs`` captures the runner's decode (1 row per sequence) and 1+7-row forwards over buckets of the
+decode budgets (``runner/cuda_graphs.py``): decode steps up to --max-num-seqs sequences and the c=1 verify
+step replay, steps with prefill chunks run eagerly; a backend that cannot be graphed gets a "skipped" row.
+``--shapes tiny --device cpu`` is the CPU dry run (under TRITON_INTERPRET=1 for the triton backend; its
+graphs mode replays by calling the recorded step, which checks the buffers, not the speed). Writes
+profile.json and profile.md into --out.
 """
 from __future__ import annotations
 
@@ -80,7 +85,19 @@ def median_time(fn, repeats: int, sync) -> float:
     return statistics.median(times)
 
 
-def profile(shape, backend, model, cfg, weight_bytes, args, device) -> dict:
+def graph_settings(args, device):
+    """Buckets at the decode budgets (a B-token decode step of B sequences replays unpadded), the 1-row
+    and 1+7-row forwards, tables as long as the profile's sequences."""
+    from sparkserve.runner.cuda_graphs import CudaGraphCapture, GraphSettings, ReplayByCall
+
+    buckets = tuple(sorted({b for b in args.budgets if b <= args.max_num_seqs} | {1}))
+    return GraphSettings(capturer=CudaGraphCapture() if device.type == "cuda" else ReplayByCall(), buckets=buckets,
+                         max_tokens=max(max(buckets), 8), max_model_len=args.context + max(args.budgets) + 16,
+                         query_lens=(1, 8))
+
+
+def profile(shape, backend, mode, model, cfg, weight_bytes, args, device) -> dict:
+    from sparkserve.runner.cuda_graphs import unsupported_reason
     from sparkserve.runner.model_runner import ModelRunner
     from sparkserve.spec_decode.profile import synthetic_plan
     from sparkserve.step import StepPlan
@@ -88,9 +105,13 @@ def profile(shape, backend, model, cfg, weight_bytes, args, device) -> dict:
     bs = 16
     per_seq = -(-(args.context + max(args.budgets) + 8) // bs)
     num_blocks = 2 + args.max_num_seqs * -(-(args.context + 16) // bs) + per_seq
-    runner = ModelRunner(model, num_blocks, bs, backend)
+    graphs = mode == "graphs"
+    runner = ModelRunner(model, num_blocks, bs, backend, enforce_eager=not graphs,
+                         graphs=graph_settings(args, device) if graphs else None)
+    row = {"shape": shape, "backend": backend, "mode": mode, "weight_bytes": weight_bytes, "step_ms": {}}
+    if graphs and runner.graphs is None:
+        return {**row, "skipped": f"no CUDA graphs: {unsupported_reason(runner.backend)}"}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    row = {"shape": shape, "backend": backend, "weight_bytes": weight_bytes, "step_ms": {}}
     for b in args.budgets:
         plan = synthetic_plan(runner, b, args.max_num_seqs, args.context, num_drafting=0)
         done = StepPlan([], finished_request_ids=[s.request_id for s in plan.seqs])
@@ -102,19 +123,26 @@ def profile(shape, backend, model, cfg, weight_bytes, args, device) -> dict:
     row["verify_over_decode"] = row["verify_1p7_c1_ms"] / row["decode_c1_ms"]
     row["roofline_b1_ms"] = 1e3 * weight_bytes / (args.hbm_tb_s * 1e12)
     row["b1_over_roofline"] = row["step_ms"][args.budgets[0]] / row["roofline_b1_ms"] if args.budgets[0] == 1 else None
+    if graphs:
+        row["graph_replays"] = {f"{b}x{q}": n for (b, q), n in sorted(runner.graphs.replayed.items())}
+        row["graph_eager_steps"] = runner.graphs.num_eager
     return row
 
 
 def markdown(rows, args) -> str:
-    lines = [f"SPS(B) step time (ms), eager, context {args.context}, median of {args.repeats}", "",
-             "| shape | backend | " + " | ".join(f"B={b}" for b in args.budgets) + " | 1+7 / 1 at c=1 | B=1 / roofline |",
-             "|---|---|" + "---|" * (len(args.budgets) + 2)]
+    title = (f"SPS(B) step time (ms), context {args.context}, median of {args.repeats}; graphs: decode steps up to "
+             f"{args.max_num_seqs} sequences and the c=1 verify step replay CUDA graphs")
+    lines = [title, "",
+             "| shape | backend | mode | " + " | ".join(f"B={b}" for b in args.budgets)
+             + " | 1+7 / 1 at c=1 | B=1 / roofline |",
+             "|---|---|---|" + "---|" * (len(args.budgets) + 2)]
     for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['shape']} | {r['backend']} | error: {r['error']} |")
+        head = f"| {r['shape']} | {r['backend']} | {r.get('mode', 'eager')} |"
+        if "error" in r or "skipped" in r:
+            lines.append(f"{head} {'error: ' + r['error'] if 'error' in r else r['skipped']} |")
             continue
         ratio = f"{r['b1_over_roofline']:.2f}" if r["b1_over_roofline"] is not None else "-"
-        lines.append(f"| {r['shape']} | {r['backend']} | " + " | ".join(f"{r['step_ms'][b]:.2f}" for b in args.budgets)
+        lines.append(f"{head} " + " | ".join(f"{r['step_ms'][b]:.2f}" for b in args.budgets)
                      + f" | {r['verify_over_decode']:.3f} | {ratio} |")
     return "\n".join(lines) + "\n"
 
@@ -131,6 +159,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=["qwen3-0.6b", "qwen3-8b"], choices=list(SHAPES))
     ap.add_argument("--backends", nargs="+", default=["torch", "triton", "flashinfer"])
+    ap.add_argument("--modes", nargs="+", default=["eager", "graphs"], choices=("eager", "graphs"))
     ap.add_argument("--budgets", type=int, nargs="+", default=[1 << i for i in range(13)])
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--max-num-seqs", type=int, default=256)
@@ -146,12 +175,16 @@ def main(argv=None) -> int:
     for shape in args.shapes:
         model, cfg, weight_bytes = build_model(shape, device, getattr(torch, args.dtype))
         for backend in args.backends:
-            try:
-                rows.append(profile(shape, backend, model, cfg, weight_bytes, args, device))
-            except Exception as e:  # a missing backend is a result, not the end of the run
-                rows.append({"shape": shape, "backend": backend, "error": f"{type(e).__name__}: {e}"[:300]})
-            print(json.dumps(rows[-1]), flush=True)
-            write(rows, args, device)  # after every row: a run cut short by its time limit keeps what it measured
+            for mode in args.modes:
+                try:
+                    rows.append(profile(shape, backend, mode, model, cfg, weight_bytes, args, device))
+                except Exception as e:  # a missing backend is a result, not the end of the run
+                    rows.append({"shape": shape, "backend": backend, "mode": mode,
+                                 "error": f"{type(e).__name__}: {e}"[:300]})
+                print(json.dumps(rows[-1]), flush=True)
+                write(rows, args, device)  # after every row: a run cut short by its time limit keeps what it measured
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()  # the graphs' memory pool goes with their runner
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()

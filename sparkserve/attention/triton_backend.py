@@ -2,8 +2,11 @@
 through the block table, for target steps and drafting alike.
 
 ``build_metadata`` turns a step's host lists into four small int tensors on the device once; every
-layer's ``forward`` is then an ``index_copy_`` of the new K/V into the cache and one kernel launch over
-all rows (decode, prefill chunks and verify blocks mixed, causal within each sequence). Drafting
+layer's ``forward`` is then one ``kv_store`` launch writing the new K/V into the cache (rows with slot
+< 0 skipped) and one attention launch over all rows (decode, prefill chunks and verify blocks mixed,
+causal within each sequence). ``graph_metadata`` wraps fixed-shape buffers the CUDA-graph runner owns
+and refills before each replay (``runner/cuda_graphs.py``): nothing in ``forward`` syncs with the host
+or depends on values, only on shapes and ``max_query_len``. Drafting
 (``forward_draft``) attends each request's cached context through its table plus the fresh rows straight
 from ``k``/``v`` (never written), masked as ``DraftMask`` says. Same semantics as the torch reference
 (``torch_backend.py`` + ``torch_draft.py``); fp32 softmax and accumulation.
@@ -52,12 +55,13 @@ class TritonBackend:
 
     def __init__(self):
         try:
-            from sparkserve_triton import draft_attention, paged_attention
+            from sparkserve_triton import draft_attention, kv_store, paged_attention
         except ImportError as e:
             raise ValueError(f"attention backend 'triton' needs triton (pip install -e '.[gpu]'): {e}") from e
 
         self._paged = paged_attention.paged_attention
         self._draft = draft_attention.draft_attention
+        self._store_kv = kv_store.store_kv
 
     def build_metadata(self, batch: PagedBatch, device: torch.device) -> TritonAttentionMetadata:
         starts = [0]
@@ -75,9 +79,15 @@ class TritonBackend:
         self.write_kv(k, v, k_cache, v_cache, m.slot_mapping)
         return self._paged(q, k_cache, v_cache, m.block_tables, m.seq_lens, m.query_start_loc, m.max_query_len, scale)
 
+    def graph_metadata(self, slot_mapping: torch.Tensor, block_tables: torch.Tensor, seq_lens: torch.Tensor,
+                       query_start_loc: torch.Tensor, max_query_len: int) -> TritonAttentionMetadata:
+        """Metadata over caller-owned fixed-shape device buffers ([T] int64, [B, W] int32, [B] int32,
+        [B + 1] int32), valid for every refill of them: what a CUDA graph captures."""
+        return TritonAttentionMetadata(slot_mapping, block_tables, seq_lens, query_start_loc, max_query_len)
+
     def write_kv(self, k, v, k_cache, v_cache, slot_mapping: torch.Tensor) -> None:
-        k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
-        v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+        """Store k/v at ``slot_mapping``; rows with a negative slot write nothing (graph padding)."""
+        self._store_kv(k, v, k_cache, v_cache, slot_mapping)
 
     def build_draft_metadata(self, batch: DraftBatch, device: torch.device) -> TritonDraftMetadata:
         width = check_draft_tables(batch)

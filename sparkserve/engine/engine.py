@@ -15,6 +15,7 @@ from sparkserve.engine.wire import EngineStats, RequestDelta, SpecEngineStats
 from sparkserve.models.loader import load_model
 from sparkserve.models.tokenizer import Tokenizer
 from sparkserve.request import Request, RequestStatus
+from sparkserve.runner.cuda_graphs import DEFAULT_MAX_TOKENS, GraphSettings, buckets_up_to
 from sparkserve.runner.kv_cache import bytes_per_block, num_kv_blocks
 from sparkserve.runner.model_runner import ModelRunner
 from sparkserve.sampling_params import SamplingParams
@@ -69,8 +70,13 @@ class Engine:
             reason = proposer.capture_step()
             log.info("captured draft step: %s", "the drafter's block layers run as one native call"
                      if reason is None else f"off ({reason})")
+        graphs = GraphSettings(buckets=buckets_up_to(sched.max_num_seqs), max_model_len=sched.max_model_len,
+                               max_tokens=min(sched.max_num_batched_tokens, DEFAULT_MAX_TOKENS))
+        if mc.tensor_parallel_size > 1 and device.type == "cuda":
+            log.info("CUDA graphs off: tensor parallelism (the workers run each step as told on their pipe)")
         self.runner = ModelRunner(self.model, self.num_blocks, config.cache.block_size, mc.attention_backend, mc.seed,
-                                  proposer, gamma)
+                                  proposer, gamma, enforce_eager=mc.enforce_eager or mc.tensor_parallel_size > 1,
+                                  graphs=graphs)
         if mc.tensor_parallel_size > 1:
             self.model.drive(self.runner)  # every runner step is announced to the workers
         self.num_speculative_tokens = gamma

@@ -11,7 +11,7 @@ import torch
 from sparkserve.attention.base import PagedAttentionContext
 from sparkserve.attention.registry import get_backend
 from sparkserve.layers.linear import weight_storage
-from sparkserve.runner import spec_step
+from sparkserve.runner import cuda_graphs, spec_step
 from sparkserve.runner.draft_probs import DraftProbs
 from sparkserve.runner.input_batch import flatten
 from sparkserve.runner.kv_cache import allocate_kv_caches
@@ -28,7 +28,8 @@ class ModelRunner:
     synthetic plans (``spec_decode/profile.py``)."""
 
     def __init__(self, model, num_blocks: int, block_size: int, backend: str = "auto", seed: int = 0,
-                 proposer: Proposer | None = None, num_speculative_tokens: int = 0):
+                 proposer: Proposer | None = None, num_speculative_tokens: int = 0, enforce_eager: bool = False,
+                 graphs: cuda_graphs.GraphSettings | None = None):
         self.model = model
         cfg = model.config
         self.device = next(model.parameters()).device
@@ -49,6 +50,8 @@ class ModelRunner:
         self.draft_probs = DraftProbs()
         self.observe_buffer = ObserveBuffer(proposer) if proposer is not None else None
         self.draft_time_s = 0.0
+        # CUDA graphs of decode and verify steps; None: eager (a CPU, --enforce-eager, an ungraphable backend)
+        self.graphs = cuda_graphs.build(self, enforce_eager, graphs or cuda_graphs.GraphSettings())
 
     @torch.inference_mode()
     def execute(self, plan: StepPlan) -> StepResult:
@@ -58,10 +61,8 @@ class ModelRunner:
         if not plan.seqs:
             return StepResult()
         batch = flatten(plan, self.block_size, self.device)
-        metadata = self.backend.build_metadata(batch.paged, self.device)
-        ctx = PagedAttentionContext(self.backend, metadata, self.kv_caches, self.model.scale)
         t_fwd = time.perf_counter()
-        hidden, feats = self.model(batch.input_ids, batch.positions, ctx, self.capture_ids)
+        hidden, feats = self._forward(batch)
         rows, sampled = spec_step.logit_rows(plan, batch)
         logits = self.model.compute_logits(hidden[rows]) if rows else None
         if rows:
@@ -78,6 +79,15 @@ class ModelRunner:
             self.draft_time_s = time.perf_counter() - t_draft
             forward_time += self.draft_time_s
         return StepResult(results, forward_time_s=forward_time, step_time_s=time.perf_counter() - t0)
+
+    def _forward(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The target's forward: a replayed CUDA graph where the step fits one (``cuda_graphs.py``), else eager."""
+        out = self.graphs.forward(batch) if self.graphs is not None else None
+        if out is not None:
+            return out
+        metadata = self.backend.build_metadata(batch.paged, self.device)
+        ctx = PagedAttentionContext(self.backend, metadata, self.kv_caches, self.model.scale)
+        return self.model(batch.input_ids, batch.positions, ctx, self.capture_ids)
 
     def _sample(self, plan: StepPlan, sampled: list[int], logits: torch.Tensor, results: list[SeqResult]) -> None:
         metas = [plan.seqs[i].sampling for i in sampled]

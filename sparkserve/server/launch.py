@@ -49,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="CPU threads for the engine (default: 1 for models under 200 MB, else torch's default)")
     m.add_argument("--enforce-eager", action="store_true",
                    help="run the model's modules step by step instead of the captured step (on a CPU: the whole "
-                        "layer stack as one native call; results are identical, only slower)")
+                        "layer stack as one native call; on a CUDA device: CUDA graphs of decode and verify steps); "
+                        "results are identical, only slower")
     m.add_argument("--tensor-parallel-size", "-tp", type=int, default=1, metavar="N",
                    help="split the model over N ranks (torch.distributed: NCCL on GPUs, one per rank; gloo on "
                         "CPUs); the engine starts and stops one worker process per extra rank (default: 1)")

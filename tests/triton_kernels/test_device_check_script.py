@@ -1,5 +1,5 @@
 """bench/device_check.sh cannot rot between GPU runs: it parses, and its --dry-run (CPU, tiny shapes,
-Triton interpreted) runs every step end to end and writes its profile."""
+Triton interpreted) runs every step end to end and writes its profile, eager and with (stand-in) graphs."""
 from __future__ import annotations
 
 import json
@@ -28,5 +28,10 @@ def test_dry_run_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout + log[-4000:]
     assert "failed steps: 0" in (tmp_path / "summary.txt").read_text()
     rows = json.loads((tmp_path / "profile.json").read_text())["rows"]
-    assert {r["backend"] for r in rows} == {"torch", "triton"} and not any("error" in r for r in rows)
-    assert (tmp_path / "profile.md").read_text().count("| tiny |") == 2
+    assert {(r["backend"], r["mode"]) for r in rows} == {(b, m) for b in ("torch", "triton") for m in ("eager", "graphs")}
+    assert not any("error" in r for r in rows)
+    skipped = [r for r in rows if "skipped" in r]  # torch has no fixed-shape metadata: no graphs
+    assert [(r["backend"], r["mode"]) for r in skipped] == [("torch", "graphs")]
+    graphed = next(r for r in rows if r["backend"] == "triton" and r["mode"] == "graphs")
+    assert graphed["graph_replays"]["1x8"] > 0 and graphed["graph_replays"]["3x1"] > 0  # decode and verify replayed
+    assert (tmp_path / "profile.md").read_text().count("| tiny |") == 4

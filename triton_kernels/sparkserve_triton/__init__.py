@@ -10,6 +10,7 @@ reference each is tested against is the project's torch code (named in each modu
 - ``markov``: DSpark's Markov refinement z = b + W2 u (u = W1[prev] or the head's update).
 - ``sampling``: temperature/top-k/top-p/min-p and the inverse-CDF draw, one program per row.
 - ``verify``: lossless block verification (accept/reject, residual or bonus draw) per request.
+- ``kv_store``: a step's K/V into the paged cache, rows with a negative slot skipped (CUDA-graph padding).
 
 Kernels run on CUDA tensors, or on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before this package is imported), which is how CI tests them.

@@ -11,7 +11,8 @@ One program per (sequence, kv head, tile of BLOCK_M (row, query head) pairs): th
 share a kv head are packed into one tile, so each K/V tile is read once for the whole group and a
 decode row fills GROUP lanes instead of one. Keys stream in tiles of BLOCK_N with an online softmax
 in fp32. The K/V of the step are written to the cache before the launch (the backend
-does it with one ``index_copy_``).
+does it with ``kv_store``). The launch shape depends only on the tensors' shapes and ``max_query_len``,
+so a fixed-shape batch can be captured in a CUDA graph.
 """
 from __future__ import annotations
 
