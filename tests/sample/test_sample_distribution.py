@@ -25,15 +25,28 @@ from tests.stats import (
     gof_pvalue,
 )
 
+
+class _OnCuda:
+    """A GPU sampler on the tests' CPU logits (the CPU generators still draw the uniforms)."""
+
+    def __init__(self, backend: str):
+        self.sampler = Sampler(backend=backend)
+
+    def sample(self, logits, metas, generators):
+        return self.sampler.sample(logits.cuda(), metas, generators)
+
+
 SAMPLERS = {  # every sampler backend registers here
     "torch": lambda: Sampler(backend="torch"),
     "native": lambda: Sampler(backend="native"),  # csrc/sampling.cpp
+    "triton": lambda: _OnCuda("triton"),  # sparkserve_triton/sampling.py, GPU only (slow in the interpreter)
 }
 DRAWS = {  # weights [S, V], one generator per row -> indices [S]
     "torch": lambda w, gens: draw_indices(w, gens, backend="torch"),
     "native": lambda w, gens: draw_indices(w, gens, backend="native"),
 }
 NATIVE = {"native"}  # backends that need sparkserve.native.available()
+CUDA = {"triton"}  # backends that need a CUDA GPU here
 VOCAB = 12
 NUM_SAMPLES = 4000
 MIXED_DRAWS_PER_ROW = 1500
@@ -42,6 +55,8 @@ MIXED_DRAWS_PER_ROW = 1500
 def _skip_unavailable(backend: str) -> None:
     if backend in NATIVE and not native.available():
         pytest.skip("native CPU kernels not built here")
+    if backend in CUDA and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
 
 
 @pytest.fixture(params=list(SAMPLERS))

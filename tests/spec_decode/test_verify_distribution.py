@@ -39,11 +39,19 @@ from tests.stats import (
     grouped_gof_pvalues,
 )
 
+
+def _on_cuda(logits, inputs, backend):
+    """A GPU verifier on the tests' CPU logits (the CPU generators still draw the uniforms)."""
+    return verify(logits.cuda(), inputs, backend=backend)
+
+
 VERIFIERS = {  # every verifier backend (native, Triton, ...) registers here
     "torch": functools.partial(verify, backend="torch"),
     "native": functools.partial(verify, backend="native"),  # csrc/sampling_verify.cpp
-}
+    "triton": functools.partial(_on_cuda, backend="triton"),  # sparkserve_triton/verify.py, GPU only (too slow
+}                                                             # for these sample sizes in the interpreter)
 NATIVE = {"native"}  # backends that need sparkserve.native.available()
+CUDA = {"triton"}  # backends that need a CUDA GPU here
 VOCAB = 8
 ANCHOR = 0
 NUM_TRIALS = 4000
@@ -53,6 +61,8 @@ NUM_TRIALS = 4000
 def verifier(request):
     if request.param in NATIVE and not native.available():
         pytest.skip("native CPU kernels not built here")
+    if request.param in CUDA and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
     return VERIFIERS[request.param]
 
 
