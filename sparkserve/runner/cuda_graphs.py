@@ -1,21 +1,24 @@
-"""CUDA graphs for the target's uniform steps: decode (every sequence 1 new row) and full verify blocks
-(every sequence 1 + gamma rows), over bucketed batch sizes.
+"""CUDA graphs for the target's decode and verify steps (up to 1 + gamma rows per sequence), over bucketed
+batch sizes.
 
 Contract:
-- **Capture at start** (``GraphRunner.capture``): for each query length q in ``query_lens`` and each bucket
-  B in ``buckets`` with B * q <= ``max_tokens``, the model's forward over B sequences of q rows is captured
-  once, on static buffers sized for the largest bucket: token ids and positions [T], the attention
-  metadata (slot mapping [T] int64, block tables [B, W] int32, seq lens [B] int32, query start [B + 1]
-  int32; W covers ``max_model_len``) and the outputs (hidden [T, H], captured features).
-- **Replay while the batch fits** (``GraphRunner.forward``): a step whose n sequences all have the same
-  q rows, q captured, n <= the largest bucket B with B * q captured, and every table within W, is copied
-  into the smallest such bucket's buffers and replayed; anything else (prefill chunks, ragged verify
-  lengths, bigger batches) returns None and the runner runs it eagerly.
-- **Padding**: the B - n padding sequences have q rows each, at positions 0..q-1 (seq len q), token 0,
-  block table all block 0 (the scheduler's reserved null block) and **slot -1**: the backend's K/V store
-  skips negative slots, so padding writes no K/V, and every other op is row-wise or per sequence, so
-  padding never changes a real row. Real rows get exactly the eager step's inputs.
-- Outputs are clones of the real rows (the static outputs are overwritten by the next replay).
+- **Capture at start** (``GraphRunner.capture``): for each row count Q in ``query_lens`` (1 and 1 + gamma)
+  and each bucket B in ``buckets`` with B * Q <= ``max_tokens``, the model's forward over B sequences of Q
+  rows is captured once, on static buffers sized for the largest: token ids and positions [T], the
+  attention metadata (slot mapping [T] int64, block tables [B, W] int32, seq lens [B] int32, query start
+  [B + 1] int32; W covers ``max_model_len``) and the outputs (hidden [T, H], captured features).
+- **Replay while the batch fits** (``GraphRunner.forward``): a step of n sequences with q_i rows each is
+  replayed in the smallest captured (B, Q) with B >= n and Q >= every q_i (decode steps: Q = 1; verify
+  blocks, ragged lengths included, and short prefill chunks: Q = 1 + gamma), when every padded sequence
+  still fits W; anything else (longer prefill chunks, bigger batches) returns None and runs eagerly.
+- **Padding**: sequence i's rows sit at i * Q .. i * Q + q_i - 1 with exactly the eager step's inputs; its
+  seq len becomes start_i + Q (start_i = tokens cached before the step), so real row j stays at position
+  start_i + j and, attention being causal, sees exactly the keys it sees eagerly. Its Q - q_i padding rows
+  and the B - n padding sequences (Q rows, seq len Q, all-0 block table: the scheduler's reserved null
+  block) have token 0, positions 0..Q-1 (only rotary reads them) and **slot -1**: the backend's K/V store
+  skips negative slots, so padding writes no K/V, and every other op is per row or per sequence (padding
+  rows only ever attend, never are attended by real rows), so padding never changes a real row.
+- Outputs are the real rows, copied out of the static outputs (the next replay overwrites those).
 
 The capture mechanism is injectable (``GraphCapture``): ``CudaGraphCapture`` on a GPU, ``ReplayByCall``
 elsewhere (tests: it replays by calling the recorded function again on the same static buffers, so the
@@ -121,7 +124,8 @@ def unsupported_reason(backend) -> str | None:
 
 
 class GraphRunner:
-    """Captured forwards of ``model`` keyed by (bucket, q); ``forward(batch)`` replays or returns None."""
+    """Captured forwards of ``model`` keyed by (bucket B, rows per sequence Q); ``forward(batch)`` replays
+    or returns None."""
 
     def __init__(self, model, backend, kv_caches, capture_ids: tuple[int, ...], block_size: int,
                  device: torch.device, capturer: GraphCapture, query_lens: Sequence[int] = (1,),
@@ -147,6 +151,7 @@ class GraphRunner:
         self.replays: dict[tuple[int, int], Callable[[], None]] = {}
         self.replayed: Counter[tuple[int, int]] = Counter()  # (bucket, q) -> replays
         self.num_eager = 0  # steps that did not fit a graph
+        self.num_ragged = 0  # replayed steps with some sequence shorter than Q rows (padded within)
 
     def capture(self) -> GraphRunner:
         """Capture every (bucket, q), largest first (they share the capturer's memory pool)."""
@@ -175,39 +180,53 @@ class GraphRunner:
                 self.feats[:rows].copy_(feats)
         return step
 
-    def bucket(self, num_seqs: int, q: int) -> int | None:
-        """The smallest captured bucket for ``num_seqs`` sequences of ``q`` rows (None: none fits)."""
-        return next((b for b, qq in self.shapes if qq == q and b >= num_seqs), None)
+    def bucket(self, num_seqs: int, max_rows: int) -> tuple[int, int] | None:
+        """The smallest captured (B, Q) for ``num_seqs`` sequences of at most ``max_rows`` rows (None: none)."""
+        fits = [(b * q, b, q) for b, q in self.shapes if b >= num_seqs and q >= max_rows]
+        return min(fits)[1:] if fits else None
 
     def forward(self, batch: FlatBatch) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """(hidden [T, H], feats or None) of a replayed step, or None when it must run eagerly."""
         paged = batch.paged
         lens = paged.query_lens
-        q = lens[0] if lens else 0
-        b = self.bucket(len(lens), q) if lens and all(n == q for n in lens) else None
-        if b is None or max(paged.seq_lens) > self.width * self.block_size:
+        shape = self.bucket(len(lens), max(lens)) if lens else None
+        if shape is None or max(s - n for s, n in zip(paged.seq_lens, lens)) + shape[1] > self.width * self.block_size:
             self.num_eager += 1
             return None
-        self._fill(batch, b, q)
-        self.replays[(b, q)]()
-        self.replayed[(b, q)] += 1
-        rows = len(lens) * q
-        feats = None if self.feats is None else self.feats[:rows].clone()
-        return self.hidden[:rows].clone(), feats
+        b, q = shape
+        rows = self._fill(batch, b, q)
+        self.replays[shape]()
+        self.replayed[shape] += 1
+        if rows is None:  # every sequence has Q rows: the real rows are the first n * Q
+            rows = slice(0, len(lens) * q)
+            return self.hidden[rows].clone(), None if self.feats is None else self.feats[rows].clone()
+        self.num_ragged += 1
+        return self.hidden.index_select(0, rows), None if self.feats is None else self.feats.index_select(0, rows)
 
-    def _fill(self, batch: FlatBatch, b: int, q: int) -> None:
-        """Real sequences first, then padding (module docstring) in the (b, q) views of the buffers."""
+    def _fill(self, batch: FlatBatch, b: int, q: int) -> torch.Tensor | None:
+        """The step's sequences, then padding (module docstring), into the (b, q) views of the buffers.
+        Returns the real rows' buffer indices [T] (None: they are 0..T-1)."""
         paged, n = batch.paged, len(batch.paged.query_lens)
-        rows = n * q
-        self._fill_padding(b, q, first_seq=n)
-        self.input_ids[:rows].copy_(batch.input_ids)
-        self.positions[:rows].copy_(batch.positions)
-        self.slot_mapping[:rows].copy_(batch.slot_mapping)
+        uniform = all(m == q for m in paged.query_lens)
+        self._fill_padding(b, q, first_seq=n if uniform else 0)
+        if uniform:
+            rows = None
+            self.input_ids[:n * q].copy_(batch.input_ids)
+            self.positions[:n * q].copy_(batch.positions)
+            self.slot_mapping[:n * q].copy_(batch.slot_mapping)
+        else:
+            rows = torch.tensor([i * q + j for i, m in enumerate(paged.query_lens) for j in range(m)],
+                                dtype=torch.long).to(self.device, non_blocking=True)
+            self.input_ids.index_copy_(0, rows, batch.input_ids)
+            self.positions.index_copy_(0, rows, batch.positions)
+            self.slot_mapping.index_copy_(0, rows, batch.slot_mapping)
         tables = block_table_tensor(paged.block_tables)  # [n, longest table]
         w = min(tables.shape[1], self.width)  # columns past seq_len are never read, but keep them 0
         self.block_tables[:n, :w].copy_(tables[:, :w], non_blocking=True)
         self.block_tables[:n, w:].zero_()
-        self.seq_lens[:n].copy_(torch.tensor(paged.seq_lens, dtype=torch.int32), non_blocking=True)
+        padded_lens = [s - m + q for s, m in zip(paged.seq_lens, paged.query_lens)]  # start_i + Q
+        self.seq_lens[:n].copy_(torch.tensor(padded_lens, dtype=torch.int32), non_blocking=True)
+        return rows
 
     def _fill_padding(self, b: int, q: int, first_seq: int = 0) -> None:
         """Sequences first_seq..b-1 become padding; the query starts of all b sequences are set."""

@@ -1,8 +1,8 @@
 """The CUDA-graph runner's static buffers and padding (``runner/cuda_graphs.py``). On a CPU: the triton
 attention backend (interpreted) and a capturer that replays by calling the recorded step again on the same
 static buffers; on a GPU: real CUDA graphs (``CudaGraphCapture``). A graphed ModelRunner and an eager one run the same greedy requests, decode steps and
-full verify blocks (a drafter with deterministic drafts), at batch sizes that pad into buckets (5 -> 8,
-3 -> 4, 1), over steps and rounds that reuse the buffers: the same tokens every step, the same
+verify blocks (a drafter with deterministic drafts; full blocks, and ragged ones padded to 1 + gamma rows),
+at batch sizes that pad into buckets (5 -> 8, 3 -> 4, 1), over steps and rounds that reuse the buffers: the same tokens every step, the same
 features for the drafter, the same K/V in every real slot, and nothing written to the null block."""
 from __future__ import annotations
 
@@ -60,8 +60,9 @@ def _runner(model, capturer=None, gamma=GAMMA):
     return ModelRunner(model, 1 + 8 * BLOCKS_PER_SEQ, BS, "triton", 0, proposer, gamma, graphs=graphs)
 
 
-def _round(runners, num_seqs: int, tag: str, steps: int, verify: bool) -> None:
-    """Prefill num_seqs greedy prompts, then ``steps`` decode (or full verify) steps on every runner."""
+def _round(runners, num_seqs: int, tag: str, steps: int, verify: bool, ragged: bool = False) -> None:
+    """Prefill num_seqs greedy prompts, then ``steps`` decode (or verify) steps on every runner; ``ragged``:
+    sequence i verifies (i + step) % (GAMMA + 1) of its drafts."""
     g = torch.Generator().manual_seed(num_seqs)
     seqs = [ScheduledSeq(f"{tag}{i}", torch.randint(1, VOCAB, (3 + i % 4,), generator=g).tolist(), 0,
                          list(range(1 + i * BLOCKS_PER_SEQ, 1 + (i + 1) * BLOCKS_PER_SEQ)), GREEDY)
@@ -75,6 +76,8 @@ def _round(runners, num_seqs: int, tag: str, steps: int, verify: bool) -> None:
         for s, res in zip(plan.seqs, results[0]):
             done = s.num_computed_tokens + len(s.token_ids) - s.num_draft_tokens + res.num_accepted_drafts
             drafts = res.next_draft_token_ids or []
+            if ragged:
+                drafts = drafts[:(len(nxt) + step) % (GAMMA + 1)]
             nxt.append(ScheduledSeq(s.request_id, [res.new_token_ids[-1], *drafts], done, s.block_ids, GREEDY,
                                     num_draft_tokens=len(drafts)))
         plan = StepPlan(nxt, draft=verify)
@@ -82,20 +85,28 @@ def _round(runners, num_seqs: int, tag: str, steps: int, verify: bool) -> None:
         r.execute(StepPlan([], finished_request_ids=[s.request_id for s in seqs]))
 
 
-@pytest.mark.parametrize("verify", [False, True], ids=["decode", "verify"])
-def test_replayed_steps_equal_eager_steps(device, verify):
+@pytest.mark.parametrize("verify,ragged", [(False, False), (True, False), (True, True)],
+                         ids=["decode", "verify", "ragged-verify"])
+def test_replayed_steps_equal_eager_steps(device, verify, ragged):
     model = _model(device)
     gamma = GAMMA if verify else 0
     eager, graphed = _runner(model, gamma=gamma), _runner(model, _capturer(device), gamma=gamma)
     assert eager.graphs is None
     g = graphed.graphs
     assert sorted(g.replays) == sorted((b, q) for b in (1, 2, 4, 8) for q in ((1, 1 + GAMMA) if verify else (1,)))
-    assert (g.bucket(5, 1), g.bucket(3, 1), g.bucket(1, 1), g.bucket(9, 1)) == (8, 4, 1, None)
+    assert g.bucket(5, 1) == (8, 1) and g.bucket(3, 1) == (4, 1) and g.bucket(9, 1) is None
+    assert g.bucket(1, 2) == ((1, 1 + GAMMA) if verify else None)  # 1 + l rows pad to 1 + gamma
     for num_seqs, tag in ((5, "a"), (3, "b"), (1, "c")):
-        _round([eager, graphed], num_seqs, tag, steps=2, verify=verify)
+        _round([eager, graphed], num_seqs, tag, steps=2, verify=verify, ragged=ragged)
     q = 1 + gamma
-    assert g.replayed == {(8, q): 2, (4, q): 2, (1, q): 2}  # 5 -> 8, 3 -> 4, 1; the prefills ran eagerly
-    assert g.num_eager == 3
+    # 5 -> 8, 3 -> 4, 1 sequences; prompts of 3..6 tokens: prefills run eagerly, except round c's 3-token
+    # prompt, which fits 1 + gamma = 4 rows (sequences shorter than Q are padded, as ragged verify blocks are)
+    if ragged:  # (1, 1) when the one sequence verifies no draft
+        assert sum(g.replayed.values()) == 7 and {b for b, _ in g.replayed} == {8, 4, 1} and g.num_ragged >= 4
+    else:
+        assert g.replayed == {(8, q): 2, (4, q): 2, (1, q): 3 if verify else 2}
+        assert g.num_ragged == (1 if verify else 0)  # round c's prompt
+    assert g.num_eager == (2 if verify else 3)
     if verify:
         ref, got = eager.proposer.features, graphed.proposer.features
         assert len(ref) == len(got) and all(torch.allclose(a, b, atol=1e-5, rtol=1e-5) for a, b in zip(ref, got))
@@ -105,13 +116,13 @@ def test_replayed_steps_equal_eager_steps(device, verify):
         torch.testing.assert_close(v, v_ref, atol=1e-5, rtol=1e-5)
 
 
-def test_ragged_and_oversized_steps_run_eagerly(device):
+def test_longer_and_oversized_steps_run_eagerly(device):
     graphed = _runner(_model(device), _capturer(device), gamma=0)
     g = graphed.graphs
     seqs = [ScheduledSeq(f"r{i}", [5 + i], 0, [1 + i], GREEDY) for i in range(9)]  # 9 > the largest bucket
     graphed.execute(StepPlan(seqs))
     assert (sum(g.replayed.values()), g.num_eager) == (0, 1)
     graphed.execute(StepPlan([ScheduledSeq("r0", [7], 1, [1], GREEDY), ScheduledSeq("r1", [8, 9], 1, [2], GREEDY)]))
-    assert (sum(g.replayed.values()), g.num_eager) == (0, 2)  # ragged rows: eager
+    assert (sum(g.replayed.values()), g.num_eager) == (0, 2)  # 2 rows > the captured 1 (no drafter): eager
     graphed.execute(StepPlan([ScheduledSeq("r0", [7], 2, [1], GREEDY)]))
     assert g.replayed == {(1, 1): 1} and g.num_eager == 2
