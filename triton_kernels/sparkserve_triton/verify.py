@@ -124,14 +124,18 @@ def verify(target_logits: torch.Tensor, inputs: Sequence) -> tuple[list[int], li
     if stoch_ids:
         u_final[stoch_ids] = draw_uniform_doubles([inputs[i].generator for i in stoch_ids], device).to(device)
     vocab = target_logits.shape[1]
-    probs = [inp.draft_probs.to(device=device, dtype=torch.float32) if inp.draft_probs is not None and s
-             else torch.zeros(inp.num_draft_tokens, vocab, device=device) for inp, s in zip(inputs, stochastic)]
-    has_probs = torch.tensor([inp.draft_probs is not None and s for inp, s in zip(inputs, stochastic)])
+    with_probs = [inp.draft_probs is not None and s for inp, s in zip(inputs, stochastic)]  # [B]
+    probs = None  # [D, V]: the kernel reads only the rows of requests with probs (others: left unset)
+    if any(with_probs):
+        probs = torch.cat([inp.draft_probs.to(device=device, dtype=torch.float32) if w
+                           else torch.empty(inp.num_draft_tokens, vocab, device=device)
+                           for inp, w in zip(inputs, with_probs)])
+    has_probs = torch.tensor(with_probs, dtype=torch.bool)
     metas = [inp.sampling for inp in inputs]
     num_accepted, tokens = verify_blocks(
         target_logits, torch.tensor([inp.num_draft_tokens for inp in inputs]),
         torch.tensor([t for inp in inputs for t in inp.draft_token_ids], dtype=torch.int64),
-        torch.cat(probs) if bool(has_probs.any()) else None, has_probs, torch.cat(u_accept) if u_accept else
+        probs, has_probs, torch.cat(u_accept) if u_accept else
         torch.zeros(0), u_final, torch.tensor([m.temperature for m in metas], dtype=torch.float32),
         torch.tensor([m.top_k for m in metas]), torch.tensor([m.top_p for m in metas]),
         torch.tensor([m.min_p for m in metas]))
