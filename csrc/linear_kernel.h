@@ -27,14 +27,17 @@ namespace sparkserve_linear {
 
 using bf16 = c10::BFloat16;
 constexpr int kLanes = SPARKSERVE_LINEAR_LANES;
-// Register tile: kWeightRows weight rows x kTileRows x-rows of accumulators (16 of 32 zmm on AVX-512,
-// 8 of 16 ymm on AVX2), so even a 1-row product keeps several independent FMA chains in flight.
+// Register tile: kWeightRows weight rows x kTileRows x-rows of accumulators (3 x 8 = 24 of 32 zmm on AVX-512,
+// 2 x 4 = 8 of 16 ymm on AVX2). A 1+7 verify block is one tile, so each widened weight vector serves all 8 rows
+// (4 x 4 tiles widened and re-read it per 4 rows: the W=4 world's 1+7 block took 1.17x longer, 1-row decode
+// the same; bench/RESULTS.md, issue 14 session 6).
 #if SPARKSERVE_LINEAR_LANES == 16
-#define SPARKSERVE_LINEAR_WROWS 4
+#define SPARKSERVE_LINEAR_WROWS 3
+#define SPARKSERVE_LINEAR_TROWS 8
 #else
 #define SPARKSERVE_LINEAR_WROWS 2
-#endif
 #define SPARKSERVE_LINEAR_TROWS 4
+#endif
 constexpr int kWeightRows = SPARKSERVE_LINEAR_WROWS;
 constexpr int kTileRows = SPARKSERVE_LINEAR_TROWS;
 
@@ -151,6 +154,9 @@ void linear_rows(const float* x, const float* packed, int64_t m_len, int64_t k_l
   case R: tile<R>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         SPARKSERVE_TILE_CASE(1)
         SPARKSERVE_TILE_CASE(2) SPARKSERVE_TILE_CASE(3) SPARKSERVE_TILE_CASE(4)
+#if SPARKSERVE_LINEAR_TROWS == 8
+        SPARKSERVE_TILE_CASE(5) SPARKSERVE_TILE_CASE(6) SPARKSERVE_TILE_CASE(7) SPARKSERVE_TILE_CASE(8)
+#endif
 #undef SPARKSERVE_TILE_CASE
         default: break;
       }
@@ -224,7 +230,14 @@ inline void linear_rows_bf16(const bf16* x, const bf16* packed, int64_t m_len, i
         case 1: tile_bf16<1>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         case 2: tile_bf16<2>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         case 3: tile_bf16<3>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-        default: tile_bf16<4>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+        case 4: tile_bf16<4>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+#if SPARKSERVE_LINEAR_TROWS == 8
+        case 5: tile_bf16<5>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+        case 6: tile_bf16<6>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+        case 7: tile_bf16<7>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+        case 8: tile_bf16<8>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+#endif
+        default: break;
       }
       for (int j = 0; j < nw; ++j) {
         const float b = bias ? bias[n + j] : 0.f;
