@@ -52,13 +52,16 @@ def mixed_prompts(tokenizer, per_set: int) -> list[str]:
 
 def sweep(engines: dict, prompts, params, concurrency: list[int], repeats: int) -> list[dict]:
     """Interleaved: for each concurrency and repeat, every setup runs once in turn, so slow drift of
-    the machine's speed (±20% over minutes on this shared VM) lands on all setups alike."""
+    the machine's speed (±20% over minutes on this shared VM) lands on all setups alike; the turn order
+    rotates by one setup per repeat, so no setup always runs first (cold caches) or last."""
     rows = []
+    names = list(engines)
     for c in concurrency:
         runs: dict[str, list] = {name: [] for name in engines}
         errors: dict[str, list] = {name: [] for name in engines}
-        for _ in range(repeats):
-            for name, llm in engines.items():
+        for rep in range(repeats):
+            for name in names[rep % len(names):] + names[:rep % len(names)]:
+                llm = engines[name]
                 runs[name].append(run_closed_loop(llm.engine, prompts, params, c, max(2 * c, 16)))
                 errors[name].append(cost_model_error(llm.engine))
         rows += [summarise(name, c, runs[name], errors[name]) for name in engines]
