@@ -18,10 +18,14 @@ Drafting (``forward_draft``) uses the Triton draft kernel (``triton_backend``): 
 aligns a non-causal query block to the end of the keys it attends, so a drafter's fresh rows (attended,
 never written) would need a ragged second pass merged by log-sum-exp; not built yet.
 
-Needs flashinfer-python and a CUDA device; ``registry.get_backend`` refuses it elsewhere.
+Needs flashinfer-python and a CUDA device; ``registry.get_backend`` refuses it elsewhere. Written against
+flashinfer-python 0.3.1.post1 (the ``gpu`` extra's pin; ``plan_call`` builds its ``plan()`` arguments and the
+CPU tests bind them to that version's signatures). ``SPARKSERVE_FLASHINFER_PREFILL`` picks the paged prefill's
+FlashInfer backend: ``auto`` (default: fa3 on Hopper, else fa2), ``fa2`` or ``fa3``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +33,7 @@ import torch
 from sparkserve.attention.base import DraftBatch, DraftMask, PagedBatch
 
 WORKSPACE_BYTES = 128 << 20  # FlashInfer's float workspace per wrapper
+PREFILL_BACKEND_ENV = "SPARKSERVE_FLASHINFER_PREFILL"  # auto | fa2 | fa3
 
 
 @dataclass
@@ -57,9 +62,27 @@ def plan_paged(batch: PagedBatch) -> PagedPlan:
         kv.append(kv[-1] + pages)
         indices.extend(table[:pages])
         last.append(seq_len - (pages - 1) * bs)
-    as_int = lambda xs: torch.tensor(xs, dtype=torch.int32)  # noqa: E731
+    as_int = lambda xs: torch.tensor(xs, dtype=torch.int32)
     return PagedPlan(as_int(qo), as_int(kv), as_int(indices), as_int(last), bs,
                      all_decode=all(n == 1 for n in batch.query_lens))
+
+
+def wrapper_kwargs() -> tuple[dict, dict]:
+    """Keyword arguments of the prefill and decode wrappers' constructors (after the workspace buffer)."""
+    return {"kv_layout": "NHD", "backend": os.environ.get(PREFILL_BACKEND_ENV, "auto")}, {"kv_layout": "NHD"}
+
+
+def plan_call(plan: PagedPlan, num_qo_heads: int, num_kv_heads: int, head_dim: int, q_dtype: torch.dtype,
+              kv_dtype: torch.dtype, scale: float) -> tuple[tuple, dict]:
+    """Positional and keyword arguments of the step's ``plan()``: the decode wrapper's (indptr, indices,
+    last_page_len, heads, head_dim, page_size) when ``plan.all_decode``, else the prefill wrapper's
+    (qo_indptr first) with ``causal=True``; keyword names as in flashinfer-python 0.3.1.post1."""
+    kwargs = {"pos_encoding_mode": "NONE", "q_data_type": q_dtype, "kv_data_type": kv_dtype, "sm_scale": scale}
+    pages = (plan.kv_indptr, plan.kv_indices, plan.kv_last_page_len)
+    shape = (num_qo_heads, num_kv_heads, head_dim, plan.page_size)
+    if plan.all_decode:
+        return (*pages, *shape), kwargs
+    return (plan.qo_indptr, *pages, *shape), {**kwargs, "causal": True}
 
 
 @dataclass
@@ -91,28 +114,22 @@ class FlashInferBackend:
 
     def _wrappers(self, device):
         if self._prefill is None:
-            fi = self._flashinfer
-            self._prefill = fi.BatchPrefillWithPagedKVCacheWrapper(
-                torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device), kv_layout="NHD")
-            self._decode = fi.BatchDecodeWithPagedKVCacheWrapper(
-                torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device), kv_layout="NHD")
+            fi, (prefill_kwargs, decode_kwargs) = self._flashinfer, wrapper_kwargs()
+            workspace = lambda: torch.empty(WORKSPACE_BYTES, dtype=torch.uint8, device=device)
+            self._prefill = fi.BatchPrefillWithPagedKVCacheWrapper(workspace(), **prefill_kwargs)
+            self._decode = fi.BatchDecodeWithPagedKVCacheWrapper(workspace(), **decode_kwargs)
         return self._prefill, self._decode
 
     def _plan(self, m: FlashInferMetadata, q, k_cache, scale: float):
         key = (q.shape[1], k_cache.shape[2], q.shape[2], q.dtype, k_cache.dtype, scale)
         prefill, decode = self._wrappers(q.device)
+        wrapper = decode if m.plan.all_decode else prefill
         if self._current is m and m.planned == key:
-            return decode if m.plan.all_decode else prefill
-        p = m.plan
-        common = dict(q_data_type=q.dtype, kv_data_type=k_cache.dtype, sm_scale=scale)
-        if p.all_decode:
-            decode.plan(p.kv_indptr, p.kv_indices, p.kv_last_page_len, q.shape[1], k_cache.shape[2], q.shape[2],
-                        p.page_size, pos_encoding_mode="NONE", **common)
-        else:
-            prefill.plan(p.qo_indptr, p.kv_indptr, p.kv_indices, p.kv_last_page_len, q.shape[1], k_cache.shape[2],
-                         q.shape[2], p.page_size, causal=True, pos_encoding_mode="NONE", **common)
+            return wrapper
+        args, kwargs = plan_call(m.plan, q.shape[1], k_cache.shape[2], q.shape[2], q.dtype, k_cache.dtype, scale)
+        wrapper.plan(*args, **kwargs)
         self._current, m.planned = m, key
-        return decode if p.all_decode else prefill
+        return wrapper
 
     def forward(self, q, k, v, k_cache, v_cache, metadata: FlashInferMetadata, scale: float) -> torch.Tensor:
         self.write_kv(k, v, k_cache, v_cache, metadata.slot_mapping)
