@@ -12,6 +12,10 @@ a 1+7-token verify step to a 1-token step, and for B=1 the HBM roofline (weight 
 Mode ``graphs`` captures the runner's decode (1 row per sequence) and 1+7-row forwards over buckets of the
 decode budgets (``runner/cuda_graphs.py``): decode steps up to --max-num-seqs sequences and the c=1 verify
 step replay, steps with prefill chunks run eagerly; a backend that cannot be graphed gets a "skipped" row.
+Each row also times the draft step (``propose``: block forward, lm_head, greedy draws) of a random
+--draft-layers-layer DFlash drafter (z-lab layout: the target's embed_tokens and lm_head, blocks of 1 + 7
+rows) for --draft-batches requests at --context; in mode ``graphs`` its block forward replays
+(``spec_decode/drafters/draft_graphs.py``).
 ``--shapes tiny --device cpu`` is the CPU dry run (under TRITON_INTERPRET=1 for the triton backend; its
 graphs mode replays by calling the recorded step, which checks the buffers, not the speed). Writes
 profile.json and profile.md into --out.
@@ -96,6 +100,37 @@ def graph_settings(args, device):
                          query_lens=(1, 8))
 
 
+def build_drafter(model, cfg, backend: str, num_blocks: int, block_size: int, layers: int):
+    """A random DFlash drafter of the target's shape on its embed_tokens and lm_head (no checkpoint)."""
+    import dataclasses
+
+    from sparkserve.attention.registry import get_backend
+    from sparkserve.spec_decode.drafters import DraftConfig, DSparkDraftModel, DSparkProposer
+
+    dcfg = DraftConfig("zlab-dflash", dataclasses.replace(cfg, num_hidden_layers=layers), target_layer_ids=(0,),
+                       block_size=8, mask_token_id=0)
+    param = next(model.parameters())
+    torch.manual_seed(1)
+    with torch.device(param.device):
+        drafter = DSparkDraftModel(dcfg).to(param.dtype).fuse_for_inference().eval()
+    return DSparkProposer(drafter, num_blocks, block_size, embed_tokens=model.model.embed_tokens,
+                          lm_head=model.lm_head, attention_backend=get_backend(backend, param.device.type))
+
+
+def draft_times(proposer, batches, args, sync) -> dict:
+    """Median propose time (ms) for c greedy requests at ``args.context`` cached positions, per c."""
+    from sparkserve.spec_decode.types import ProposeRequest
+    from sparkserve.step import SamplingMeta
+
+    per = -(-(args.context + 1) // proposer.block_size)
+    times = {}
+    for c in batches:
+        reqs = [ProposeRequest(f"d{i}", 5 + i, args.context, None, list(range(1 + i * per, 1 + (i + 1) * per)),
+                               SamplingMeta(temperature=0.0), None, 7) for i in range(c)]
+        times[c] = 1e3 * median_time(lambda reqs=reqs: proposer.propose(reqs), args.repeats, sync)
+    return times
+
+
 def profile(shape, backend, mode, model, cfg, weight_bytes, args, device) -> dict:
     from sparkserve.runner.cuda_graphs import unsupported_reason
     from sparkserve.runner.model_runner import ModelRunner
@@ -123,19 +158,33 @@ def profile(shape, backend, mode, model, cfg, weight_bytes, args, device) -> dic
     row["verify_over_decode"] = row["verify_1p7_c1_ms"] / row["decode_c1_ms"]
     row["roofline_b1_ms"] = 1e3 * weight_bytes / (args.hbm_tb_s * 1e12)
     row["b1_over_roofline"] = row["step_ms"][args.budgets[0]] / row["roofline_b1_ms"] if args.budgets[0] == 1 else None
+    batches = [c for c in args.draft_batches if c <= args.max_num_seqs]
+    proposer = build_drafter(model, cfg, backend, num_blocks, bs, args.draft_layers)
+    if graphs:
+        from sparkserve.runner.cuda_graphs import GraphSettings
+        from sparkserve.spec_decode.drafters import draft_graphs
+
+        settings = GraphSettings(capturer=runner.graphs.capturer, buckets=tuple(batches), max_tokens=8 * max(batches),
+                                 max_model_len=args.context + 16)  # the target's capturer: one memory pool
+        draft_graphs.build(proposer, False, settings)
+    row["draft_ms"] = draft_times(proposer, batches, args, sync)
     if graphs:
         row["graph_replays"] = {f"{b}x{q}": n for (b, q), n in sorted(runner.graphs.replayed.items())}
         row["graph_eager_steps"] = runner.graphs.num_eager
+        row["draft_graph_replays"] = {f"{b}": n for b, n in sorted(proposer.graphs.replayed.items())} \
+            if proposer.graphs is not None else {}
     return row
 
 
 def markdown(rows, args) -> str:
+    batches = [c for c in args.draft_batches if c <= args.max_num_seqs]
     title = (f"SPS(B) step time (ms), context {args.context}, median of {args.repeats}; graphs: decode steps up to "
-             f"{args.max_num_seqs} sequences and the c=1 verify step replay CUDA graphs")
+             f"{args.max_num_seqs} sequences, the c=1 verify step and the draft step's block forward replay CUDA "
+             f"graphs; draft step: a random {args.draft_layers}-layer DFlash drafter, blocks of 1 + 7 rows")
     lines = [title, "",
              "| shape | backend | mode | " + " | ".join(f"B={b}" for b in args.budgets)
-             + " | 1+7 / 1 at c=1 | B=1 / roofline |",
-             "|---|---|---|" + "---|" * (len(args.budgets) + 2)]
+             + " | 1+7 / 1 at c=1 | B=1 / roofline | draft step ms at c = " + "/".join(map(str, batches)) + " |",
+             "|---|---|---|" + "---|" * (len(args.budgets) + 3)]
     for r in rows:
         head = f"| {r['shape']} | {r['backend']} | {r.get('mode', 'eager')} |"
         if "error" in r or "skipped" in r:
@@ -143,7 +192,8 @@ def markdown(rows, args) -> str:
             continue
         ratio = f"{r['b1_over_roofline']:.2f}" if r["b1_over_roofline"] is not None else "-"
         lines.append(f"{head} " + " | ".join(f"{r['step_ms'][b]:.2f}" for b in args.budgets)
-                     + f" | {r['verify_over_decode']:.3f} | {ratio} |")
+                     + f" | {r['verify_over_decode']:.3f} | {ratio} | "
+                     + "/".join(f"{r['draft_ms'][c]:.2f}" for c in batches) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +213,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", type=int, nargs="+", default=[1 << i for i in range(13)])
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--max-num-seqs", type=int, default=256)
+    ap.add_argument("--draft-batches", type=int, nargs="+", default=[1, 4, 16, 64, 256],
+                    help="requests per timed draft step (those above --max-num-seqs are left out)")
+    ap.add_argument("--draft-layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))

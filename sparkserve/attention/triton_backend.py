@@ -6,7 +6,8 @@ layer's ``forward`` is then one ``kv_store`` launch writing the new K/V into the
 < 0 skipped) and one attention launch over all rows (decode, prefill chunks and verify blocks mixed,
 causal within each sequence). ``graph_metadata`` wraps fixed-shape buffers the CUDA-graph runner owns
 and refills before each replay (``runner/cuda_graphs.py``): nothing in ``forward`` syncs with the host
-or depends on values, only on shapes and ``max_query_len``. Drafting
+or depends on values, only on shapes and ``max_query_len`` (``graph_draft_metadata``: the same for a
+drafter's graphed block forward). Drafting
 (``forward_draft``) attends each request's cached context through its table plus the fresh rows straight
 from ``k``/``v`` (never written), masked as ``DraftMask`` says. Same semantics as the torch reference
 (``torch_backend.py`` + ``torch_draft.py``); fp32 softmax and accumulation.
@@ -93,6 +94,12 @@ class TritonBackend:
         width = check_draft_tables(batch)
         return TritonDraftMetadata(block_table_tensor(batch.block_tables, width).to(device),
                                    torch.tensor(batch.context_lens, dtype=torch.int32).to(device), batch.max_fresh)
+
+    def graph_draft_metadata(self, block_tables: torch.Tensor, context_lens: torch.Tensor,
+                             max_fresh: int) -> TritonDraftMetadata:
+        """Draft metadata over caller-owned fixed-shape device buffers ([R, W] int32, [R] int32), valid for
+        every refill of them: what a drafter's CUDA graph captures (``spec_decode/drafters/draft_graphs.py``)."""
+        return TritonDraftMetadata(block_tables, context_lens, max_fresh)
 
     def forward_draft(self, q, k, v, k_cache, v_cache, metadata: TritonDraftMetadata, scale: float,
                       mask: DraftMask) -> torch.Tensor:

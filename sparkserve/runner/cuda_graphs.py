@@ -24,6 +24,11 @@ The capture mechanism is injectable (``GraphCapture``): ``CudaGraphCapture`` on 
 elsewhere (tests: it replays by calling the recorded function again on the same static buffers, so the
 static-buffer and padding logic runs on a CPU). A backend takes part through ``graph_metadata`` (fixed-shape
 metadata over caller-owned buffers: the triton backend); without it the runner stays eager.
+
+A DSpark/DFlash drafter's block forward is graphed the same way, over the same buckets, by
+``spec_decode/drafters/draft_graphs.py`` (built by the runner right after this one, on the same capturer and
+so the same memory pool; it reuses ``GraphCapture``, ``GraphSettings``, ``wanted`` and ``unsupported_reason``,
+and the backend's ``graph_draft_metadata``).
 """
 from __future__ import annotations
 
@@ -101,8 +106,7 @@ def buckets_up_to(max_num_seqs: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -
 def build(runner, enforce_eager: bool, settings: GraphSettings) -> GraphRunner | None:
     """The runner's captured ``GraphRunner``, or None (eager): with ``enforce_eager``, on a non-CUDA device
     without an injected capturer, or (one log line) with an attention backend that cannot be graphed."""
-    capturer = settings.capturer
-    if enforce_eager or (capturer is None and runner.device.type != "cuda"):
+    if not wanted(runner.device, enforce_eager, settings):
         if enforce_eager and runner.device.type == "cuda":
             log.info("CUDA graphs off (enforce_eager): every step runs eagerly")
         return None
@@ -112,14 +116,20 @@ def build(runner, enforce_eager: bool, settings: GraphSettings) -> GraphRunner |
         return None
     query_lens = settings.query_lens or ((1, 1 + runner.gamma) if runner.gamma else (1,))
     return GraphRunner(runner.model, runner.backend, runner.kv_caches, runner.capture_ids, runner.block_size,
-                       runner.device, capturer or CudaGraphCapture(), query_lens, settings.buckets,
+                       runner.device, settings.capturer or CudaGraphCapture(), query_lens, settings.buckets,
                        settings.max_tokens, settings.max_model_len).capture()
 
 
-def unsupported_reason(backend) -> str | None:
-    """Why the runner cannot graph with this attention backend (None: it can)."""
-    if not hasattr(backend, "graph_metadata"):
-        return f"attention backend {backend.name!r} has no fixed-shape metadata (graph_metadata)"
+def wanted(device: torch.device, enforce_eager: bool, settings: GraphSettings) -> bool:
+    """Graphs are wanted unless ``enforce_eager``, or on a non-CUDA device without an injected capturer."""
+    return not enforce_eager and (settings.capturer is not None or device.type == "cuda")
+
+
+def unsupported_reason(backend, metadata: str = "graph_metadata") -> str | None:
+    """Why the runner cannot graph with this attention backend (None: it can); ``metadata``: the backend
+    method that wraps fixed-shape buffers (``graph_draft_metadata`` for the drafter's graphs)."""
+    if not hasattr(backend, metadata):
+        return f"attention backend {backend.name!r} has no fixed-shape metadata ({metadata})"
     return None
 
 

@@ -166,6 +166,7 @@ class DSparkProposer:
         self.confidence_temperatures = confidence_temperatures
         self.has_confidence = model.confidence_head is not None
         self.native_stack = None  # set by capture_step(): the block layers as one native call
+        self.graphs = None  # set by draft_graphs.build on a GPU: CUDA graphs of block_forward
 
     def capture_step(self) -> str | None:
         """Run the block layers as one native call from now on (``native_draft_stack``); returns None when
@@ -235,17 +236,29 @@ class DSparkProposer:
         return torch.stack(tokens, dim=1), qs, torch.stack(conf_logits, dim=1) if conf_logits else None
 
     def _block_hidden(self, requests: list[ProposeRequest]) -> torch.Tensor:
-        dcfg, B = self.config, self.config.block_size
+        hidden = self.graphs.forward(requests) if self.graphs is not None else None
+        if hidden is not None:  # a replayed CUDA graph (draft_graphs.py)
+            return hidden
         anchors = torch.tensor([r.anchor_token_id for r in requests], dtype=torch.long, device=self.device)
         starts = torch.tensor([r.anchor_position for r in requests], dtype=torch.long, device=self.device)
-        ids = torch.full((len(requests), B), dcfg.mask_token_id, dtype=torch.long, device=self.device)
+        ctx = draft_attention(self.backend, requests, [r.anchor_position for r in requests], self.config.block_size,
+                              self.block_size, self.kv_caches, self.attention_scale, self.device)
+        return self.block_forward(anchors, starts, ctx)
+
+    @property
+    def attention_scale(self) -> float:
+        return self.config.model.head_dim ** -0.5
+
+    def block_forward(self, anchors: torch.Tensor, starts: torch.Tensor, ctx) -> torch.Tensor:
+        """R blocks [anchor, mask x (B-1)] (anchors [R] long, anchor r at position starts[r] [R] long) through
+        the layers and the final norm, attending through ``ctx`` -> [R, B, H]: what a draft graph captures."""
+        dcfg, B = self.config, self.config.block_size
+        ids = torch.full((anchors.shape[0], B), dcfg.mask_token_id, dtype=torch.long, device=self.device)
         ids[:, 0] = anchors
         x = self.embed_tokens(ids).to(self.dtype)  # [R, B, H]
         if dcfg.input_embedding_scale != 1.0:
             x = x * dcfg.input_embedding_scale
         q_pos = starts[:, None] + torch.arange(B, device=self.device)  # [R, B]
-        ctx = draft_attention(self.backend, requests, [r.anchor_position for r in requests], B, self.block_size,
-                              self.kv_caches, dcfg.model.head_dim ** -0.5, self.device)
         masks = [DraftMask(*dcfg.layer_attention(i)) for i in range(dcfg.num_layers)]
         if self.native_stack is not None and self.native_stack.applies(x, ctx):
             return self.native_stack(x, q_pos, ctx, masks)
