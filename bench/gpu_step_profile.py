@@ -15,7 +15,7 @@ step replay, steps with prefill chunks run eagerly; a backend that cannot be gra
 Each row also times the draft step (``propose``: block forward, lm_head, greedy draws) of a random
 --draft-layers-layer DFlash drafter (z-lab layout: the target's embed_tokens and lm_head, blocks of 1 + 7
 rows) for --draft-batches requests at --context; in mode ``graphs`` its block forward replays
-(``spec_decode/drafters/draft_graphs.py``).
+(``runner/draft_graphs.py``).
 ``--shapes tiny --device cpu`` is the CPU dry run (under TRITON_INTERPRET=1 for the triton backend; its
 graphs mode replays by calling the recorded step, which checks the buffers, not the speed). Writes
 profile.json and profile.md into --out.
@@ -162,7 +162,7 @@ def profile(shape, backend, mode, model, cfg, weight_bytes, args, device) -> dic
     proposer = build_drafter(model, cfg, backend, num_blocks, bs, args.draft_layers)
     if graphs:
         from sparkserve.runner.cuda_graphs import GraphSettings
-        from sparkserve.spec_decode.drafters import draft_graphs
+        from sparkserve.runner import draft_graphs
 
         settings = GraphSettings(capturer=runner.graphs.capturer, buckets=tuple(batches), max_tokens=8 * max(batches),
                                  max_model_len=args.context + 16)  # the target's capturer: one memory pool

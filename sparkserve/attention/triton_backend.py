@@ -98,7 +98,7 @@ class TritonBackend:
     def graph_draft_metadata(self, block_tables: torch.Tensor, context_lens: torch.Tensor,
                              max_fresh: int) -> TritonDraftMetadata:
         """Draft metadata over caller-owned fixed-shape device buffers ([R, W] int32, [R] int32), valid for
-        every refill of them: what a drafter's CUDA graph captures (``spec_decode/drafters/draft_graphs.py``)."""
+        every refill of them: what a drafter's CUDA graph captures (``runner/draft_graphs.py``)."""
         return TritonDraftMetadata(block_tables, context_lens, max_fresh)
 
     def forward_draft(self, q, k, v, k_cache, v_cache, metadata: TritonDraftMetadata, scale: float,

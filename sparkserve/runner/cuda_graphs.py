@@ -26,7 +26,7 @@ static-buffer and padding logic runs on a CPU). A backend takes part through ``g
 metadata over caller-owned buffers: the triton backend); without it the runner stays eager.
 
 A DSpark/DFlash drafter's block forward is graphed the same way, over the same buckets, by
-``spec_decode/drafters/draft_graphs.py`` (built by the runner right after this one, on the same capturer and
+``runner/draft_graphs.py`` (built by the runner right after this one, on the same capturer and
 so the same memory pool; it reuses ``GraphCapture``, ``GraphSettings``, ``wanted`` and ``unsupported_reason``,
 and the backend's ``graph_draft_metadata``).
 """

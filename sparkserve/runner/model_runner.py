@@ -18,7 +18,7 @@ from sparkserve.runner.kv_cache import allocate_kv_caches
 from sparkserve.runner.min_tokens import mask_early_stops
 from sparkserve.runner.observe_buffer import ObserveBuffer
 from sparkserve.sample import RequestGenerators, Sampler
-from sparkserve.spec_decode.drafters import draft_graphs
+from sparkserve.runner import draft_graphs
 from sparkserve.spec_decode.types import Proposer
 from sparkserve.step import SeqResult, StepPlan, StepResult
 
@@ -54,7 +54,7 @@ class ModelRunner:
         # CUDA graphs of decode and verify steps; None: eager (a CPU, --enforce-eager, an ungraphable backend)
         settings = graphs or cuda_graphs.GraphSettings()
         self.graphs = cuda_graphs.build(self, enforce_eager, settings)
-        # and of a DSpark/DFlash drafter's block forward, on the same capturer (drafters/draft_graphs.py)
+        # and of a DSpark/DFlash drafter's block forward, on the same capturer (runner/draft_graphs.py)
         self.draft_graphs = draft_graphs.build(proposer, enforce_eager, settings,
                                                self.graphs.capturer if self.graphs is not None else None)
 

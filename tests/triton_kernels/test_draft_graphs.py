@@ -1,4 +1,4 @@
-"""The drafter's graphed block forward (``spec_decode/drafters/draft_graphs.py``). On a CPU: the triton
+"""The drafter's graphed block forward (``runner/draft_graphs.py``). On a CPU: the triton
 attention backend (interpreted) and a capturer that replays by calling the recorded step again on the same
 static buffers; on a GPU: real CUDA graphs. Over propose calls of 3, 5, 3, 1 and 8 requests (padded into
 buckets 4, 8, 4, 1, 8) with contexts that grow between calls, the replayed hidden rows equal the eager
@@ -17,7 +17,8 @@ from sparkserve.models.hf_config import DecoderConfig  # noqa: E402
 from sparkserve.models.registry import model_class  # noqa: E402
 from sparkserve.runner.cuda_graphs import CudaGraphCapture, GraphSettings, ReplayByCall  # noqa: E402
 from sparkserve.runner.model_runner import ModelRunner  # noqa: E402
-from sparkserve.spec_decode.drafters import DraftConfig, DSparkDraftModel, DSparkProposer, draft_graphs  # noqa: E402
+from sparkserve.runner import draft_graphs  # noqa: E402
+from sparkserve.spec_decode.drafters import DraftConfig, DSparkDraftModel, DSparkProposer  # noqa: E402
 from sparkserve.spec_decode.types import ProposeRequest  # noqa: E402
 from sparkserve.step import SamplingMeta, ScheduledSeq, StepPlan  # noqa: E402
 

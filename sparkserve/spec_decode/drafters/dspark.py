@@ -166,7 +166,7 @@ class DSparkProposer:
         self.confidence_temperatures = confidence_temperatures
         self.has_confidence = model.confidence_head is not None
         self.native_stack = None  # set by capture_step(): the block layers as one native call
-        self.graphs = None  # set by draft_graphs.build on a GPU: CUDA graphs of block_forward
+        self.graphs = None  # set by runner/draft_graphs.build on a GPU: CUDA graphs of block_forward
 
     def capture_step(self) -> str | None:
         """Run the block layers as one native call from now on (``native_draft_stack``); returns None when
@@ -237,7 +237,7 @@ class DSparkProposer:
 
     def _block_hidden(self, requests: list[ProposeRequest]) -> torch.Tensor:
         hidden = self.graphs.forward(requests) if self.graphs is not None else None
-        if hidden is not None:  # a replayed CUDA graph (draft_graphs.py)
+        if hidden is not None:  # a replayed CUDA graph (runner/draft_graphs.py)
             return hidden
         anchors = torch.tensor([r.anchor_token_id for r in requests], dtype=torch.long, device=self.device)
         starts = torch.tensor([r.anchor_position for r in requests], dtype=torch.long, device=self.device)
