@@ -14,23 +14,24 @@ using sparkserve_linear::bf16;
 
 constexpr int64_t kMinWeightBytesPerThread = 1 << 18;  // below this the call stays on the caller's thread
 
-// fp32 x against fp32 or bf16 w (both contiguous) -> fp32 y.
-at::Tensor linear_stream_f32(const at::Tensor& xc, const at::Tensor& wc, const float* b) {
+// fp32 x against fp32 or bf16 w (both contiguous) -> fp32 y, with register tile S (linear_kernel.h).
+template <typename S>
+at::Tensor linear_stream_f32_tiled(const at::Tensor& xc, const at::Tensor& wc, const float* b) {
   const int64_t m = xc.size(0), k = xc.size(1), n = wc.size(0);
   at::Tensor y = at::empty({m, n}, xc.options());
   if (m == 0 || n == 0) return y;
   const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  constexpr int64_t kW = sparkserve_linear::kWeightRows;
+  constexpr int64_t kW = S::kW;
   const int64_t groups = (n + kW - 1) / kW;
   const int64_t group_bytes = kW * k * static_cast<int64_t>(wc.element_size());
   const int64_t grain = std::max<int64_t>(1, kMinWeightBytesPerThread / std::max<int64_t>(group_bytes, 1));
   at::Tensor packed = at::empty({m * (k - k % sparkserve_linear::kLanes)}, xc.options());
-  sparkserve_linear::pack_x(xp, m, k, packed.data_ptr<float>());
+  sparkserve_linear::pack_x<S::kT>(xp, m, k, packed.data_ptr<float>());
   const float* pp = packed.data_ptr<float>();
   auto run = [&](auto* wp) {
     at::parallel_for(0, groups, grain, [&](int64_t p0, int64_t p1) {
-      sparkserve_linear::linear_rows(xp, pp, m, k, wp, b, yp, n, kW * p0, std::min(n, kW * p1));
+      sparkserve_linear::linear_rows<S>(xp, pp, m, k, wp, b, yp, n, kW * p0, std::min(n, kW * p1));
     });
   };
   if (wc.scalar_type() == at::kFloat) {
@@ -39,6 +40,12 @@ at::Tensor linear_stream_f32(const at::Tensor& xc, const at::Tensor& wc, const f
     run(reinterpret_cast<const bf16*>(wc.data_ptr<at::BFloat16>()));
   }
   return y;
+}
+
+// The row tile for decode-sized products (<= 4 rows), the block tile above (linear_kernel.h: same sums).
+at::Tensor linear_stream_f32(const at::Tensor& xc, const at::Tensor& wc, const float* b) {
+  if (xc.size(0) <= sparkserve_linear::RowTile::kT) return linear_stream_f32_tiled<sparkserve_linear::RowTile>(xc, wc, b);
+  return linear_stream_f32_tiled<sparkserve_linear::BlockTile>(xc, wc, b);
 }
 
 // bf16 x against bf16 w -> bf16 y (a model run in bf16); vdpbf16ps where the CPU has it.

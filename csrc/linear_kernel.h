@@ -1,7 +1,7 @@
 // Weight-streaming matrix products for the decode / verify / draft shapes of a CPU step:
 //   y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]),  x fp32 [M, K], w fp32 or bf16 [N, K] (HF layout), y fp32.
 // Every weight row is read from memory once per call whatever M is: the kernel walks groups of weight
-// rows, keeps them in L1, and runs every tile of up to kTileRows x-rows against them. Each y[m, n] is
+// rows, keeps them in L1, and runs every tile of x-rows (RowTile / BlockTile below) against them. Each y[m, n] is
 // one fp32 dot product summed in the same order for any M, so a row's result does not depend on the
 // rows batched beside it (a 1-token decode and a 1+7 verify block compute the same numbers).
 // bf16 weights are widened to fp32 in registers (a 16-bit shift): fp32 math on bf16 storage, half
@@ -27,19 +27,23 @@ namespace sparkserve_linear {
 
 using bf16 = c10::BFloat16;
 constexpr int kLanes = SPARKSERVE_LINEAR_LANES;
-// Register tile: kWeightRows weight rows x kTileRows x-rows of accumulators (3 x 8 = 24 of 32 zmm on AVX-512,
-// 2 x 4 = 8 of 16 ymm on AVX2). A 1+7 verify block is one tile, so each widened weight vector serves all 8 rows
-// (4 x 4 tiles widened and re-read it per 4 rows: the W=4 world's 1+7 block took 1.17x longer, 1-row decode
-// the same; bench/RESULTS.md, issue 14 session 6).
-#if SPARKSERVE_LINEAR_LANES == 16
-#define SPARKSERVE_LINEAR_WROWS 3
-#define SPARKSERVE_LINEAR_TROWS 8
-#else
-#define SPARKSERVE_LINEAR_WROWS 2
-#define SPARKSERVE_LINEAR_TROWS 4
-#endif
-constexpr int kWeightRows = SPARKSERVE_LINEAR_WROWS;
-constexpr int kTileRows = SPARKSERVE_LINEAR_TROWS;
+// Register tiles: S::kW weight rows x S::kT x-rows of accumulators. Two shapes, chosen per call by the row
+// count (pick_tile in linear.cpp); both sum every output in the same order, so the choice changes no number:
+// - RowTile, up to 4 rows (decode): 4 x 4 on AVX-512 (16 of 32 zmm), 2 x 4 on AVX2 (8 of 16 ymm), so even a
+//   1-row product keeps several independent FMA chains in flight;
+// - BlockTile, more rows (verify blocks, drafter blocks): 3 x 8 on AVX-512 (24 zmm), so a 1+7 block is one
+//   tile and each widened weight vector serves all 8 rows (4 x 4 tiles widened and re-read it per 4 rows: the
+//   W=4 world's 1+7 block took 1.17x longer; 3 x 8 for 1 row made the demo's decode ~15% slower; bench/RESULTS.md,
+//   issue 14 session 6). AVX2 uses its 2 x 4 for both.
+struct RowTile {
+  static constexpr int kW = SPARKSERVE_LINEAR_LANES == 16 ? 4 : 2;
+  static constexpr int kT = 4;
+};
+struct BlockTile {
+  static constexpr int kW = SPARKSERVE_LINEAR_LANES == 16 ? 3 : 2;
+  static constexpr int kT = SPARKSERVE_LINEAR_LANES == 16 ? 8 : 4;
+};
+constexpr int kMaxTileRows = 8;
 
 inline float widen(float v) { return v; }
 inline float widen(bf16 v) {
@@ -88,19 +92,19 @@ inline float vsum(Vec v) { return v; }
 // measured ~30% off a 1-row and an 8-row product whose weights come from DRAM (bench/RESULTS.md, issue 14).
 constexpr int64_t kPrefetchGroups = 2;
 
-template <typename W>
+template <int kWeightRows, typename W>
 inline void prefetch_ahead(const W* const* rows, int64_t k, int64_t ldw) {
   const uintptr_t ahead = static_cast<uintptr_t>(kPrefetchGroups * kWeightRows * ldw) * sizeof(W);
   for (int j = 0; j < kWeightRows; ++j)  // an address past the end of w is a hint, never a fault
     __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(rows[j] + k) + ahead), 0, 3);
 }
 
-// Dots of kRows x-rows with `nw` (1 or 2) weight rows over K. The vector part reads the tile's
+// Dots of kRows x-rows with `nw` (1..kWeightRows) weight rows over K. The vector part reads the tile's
 // packed copy `xp` ([K / kLanes][kRows][kLanes], so the rows never alias in L1 whatever K's stride);
 // the K tail (K % kLanes) is summed in scalar from `x` afterwards, in the same order for any row count.
-template <int kRows, typename W>
+template <int kWeightRows, int kRows, typename W>
 inline void tile(const float* xp, const float* x, int64_t ldx, const W* w, int64_t ldw, int nw, int64_t k_len,
-                 float out[kWeightRows][kTileRows]) {
+                 float out[][kMaxTileRows]) {
   Vec acc[kWeightRows][kRows];
   for (int j = 0; j < kWeightRows; ++j)
     for (int r = 0; r < kRows; ++r) acc[j][r] = vzero();
@@ -109,7 +113,7 @@ inline void tile(const float* xp, const float* x, int64_t ldx, const W* w, int64
   for (int j = 0; j < kWeightRows; ++j) wr[j] = w + (j < nw ? j : 0) * ldw;  // missing rows re-read row 0
   for (int64_t k = 0; k < k_vec; k += kLanes, xp += kRows * kLanes) {
     Vec wv[kWeightRows];
-    if ((k * static_cast<int64_t>(sizeof(W))) % 64 == 0) prefetch_ahead(wr, k, ldw);
+    if ((k * static_cast<int64_t>(sizeof(W))) % 64 == 0) prefetch_ahead<kWeightRows>(wr, k, ldw);
     for (int j = 0; j < kWeightRows; ++j) wv[j] = vload(wr[j] + k);
     for (int r = 0; r < kRows; ++r) {
       const Vec xv = vload(xp + r * kLanes);
@@ -127,6 +131,7 @@ inline void tile(const float* xp, const float* x, int64_t ldx, const W* w, int64
 
 // Packs x [M, K] tile by tile into [M / kTileRows][K / kLanes][rows][kLanes] (the vector part of K only);
 // `packed` holds M * (K - K % kLanes) floats.
+template <int kTileRows>
 inline void pack_x(const float* x, int64_t m_len, int64_t k_len, float* packed) {
   const int64_t k_vec = k_len - k_len % kLanes;
   for (int64_t m = 0; m < m_len; m += kTileRows) {
@@ -137,11 +142,13 @@ inline void pack_x(const float* x, int64_t m_len, int64_t k_len, float* packed) 
   }
 }
 
-// y rows [0, M) x weight rows [n0, n1) (x also packed by pack_x): the caller splits N across threads.
-template <typename W>
+// y rows [0, M) x weight rows [n0, n1) (x packed by pack_x<S::kT>; n0 a multiple of S::kW): the caller splits
+// N across threads.
+template <typename S, typename W>
 void linear_rows(const float* x, const float* packed, int64_t m_len, int64_t k_len, const W* w, const float* bias, float* y,
                  int64_t n_len, int64_t n0, int64_t n1) {
-  float out[kWeightRows][kTileRows];
+  constexpr int kWeightRows = S::kW, kTileRows = S::kT;
+  float out[kWeightRows][kMaxTileRows];
   for (int64_t n = n0; n < n1; n += kWeightRows) {
     const int nw = static_cast<int>(n1 - n < kWeightRows ? n1 - n : kWeightRows);
     const W* wn = w + n * k_len;
@@ -151,12 +158,13 @@ void linear_rows(const float* x, const float* packed, int64_t m_len, int64_t k_l
       const float* pm = packed + m * (k_len - k_len % kLanes);
       switch (rows) {
 #define SPARKSERVE_TILE_CASE(R) \
-  case R: tile<R>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
+  case R: tile<kWeightRows, R>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         SPARKSERVE_TILE_CASE(1)
         SPARKSERVE_TILE_CASE(2) SPARKSERVE_TILE_CASE(3) SPARKSERVE_TILE_CASE(4)
-#if SPARKSERVE_LINEAR_TROWS == 8
+#undef SPARKSERVE_TILE_CASE
+#define SPARKSERVE_TILE_CASE(R) \
+  case R: if constexpr (kTileRows >= R) tile<kWeightRows, R>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         SPARKSERVE_TILE_CASE(5) SPARKSERVE_TILE_CASE(6) SPARKSERVE_TILE_CASE(7) SPARKSERVE_TILE_CASE(8)
-#endif
 #undef SPARKSERVE_TILE_CASE
         default: break;
       }
@@ -175,6 +183,8 @@ void linear_rows(const float* x, const float* packed, int64_t m_len, int64_t k_l
 #if defined(__AVX512BF16__) && SPARKSERVE_LINEAR_LANES == 16
 #define SPARKSERVE_LINEAR_DPBF16 1
 constexpr int kPairLanes = 32;  // bf16 elements per vdpbf16ps operand
+constexpr int kWeightRows = RowTile::kW;  // bf16 x bf16 products use the row tile for any row count
+constexpr int kTileRows = RowTile::kT;
 
 // Packs bf16 x [M, K] like pack_x, in chunks of kPairLanes elements.
 inline void pack_x_bf16(const bf16* x, int64_t m_len, int64_t k_len, bf16* packed) {
@@ -199,7 +209,7 @@ inline void tile_bf16(const bf16* xp, const bf16* x, int64_t ldx, const bf16* w,
   for (int j = 0; j < kWeightRows; ++j) wr[j] = w + (j < nw ? j : 0) * ldw;
   for (int64_t k = 0; k < k_vec; k += kPairLanes, xp += kRows * kPairLanes) {
     __m512bh wv[kWeightRows];
-    prefetch_ahead(wr, k, ldw);  // 32 bf16: one line per step
+    prefetch_ahead<kWeightRows>(wr, k, ldw);  // 32 bf16: one line per step
     for (int j = 0; j < kWeightRows; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + k);
     for (int r = 0; r < kRows; ++r) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(xp + r * kPairLanes);
@@ -230,14 +240,7 @@ inline void linear_rows_bf16(const bf16* x, const bf16* packed, int64_t m_len, i
         case 1: tile_bf16<1>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         case 2: tile_bf16<2>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
         case 3: tile_bf16<3>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-        case 4: tile_bf16<4>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-#if SPARKSERVE_LINEAR_TROWS == 8
-        case 5: tile_bf16<5>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-        case 6: tile_bf16<6>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-        case 7: tile_bf16<7>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-        case 8: tile_bf16<8>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
-#endif
-        default: break;
+        default: tile_bf16<4>(pm, xm, k_len, wn, k_len, nw, k_len, out); break;
       }
       for (int j = 0; j < nw; ++j) {
         const float b = bias ? bias[n + j] : 0.f;
