@@ -77,6 +77,18 @@ def input_dtype(linear: nn.Module) -> torch.dtype:
     return getattr(linear, "compute_dtype", linear.weight.dtype)
 
 
+def concat_linears(*linears: nn.Linear) -> nn.Linear:
+    """One frozen nn.Linear computing [a(x); b(x); ...] (inference fusion: fused q/k/v, gate/up); each output is
+    the same dot product as in its own layer."""
+    w = torch.cat([m.weight.detach() for m in linears])
+    has_bias = linears[0].bias is not None
+    out = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device=w.device, dtype=w.dtype)
+    out.weight = nn.Parameter(w, requires_grad=False)
+    if has_bias:
+        out.bias = nn.Parameter(torch.cat([m.bias.detach() for m in linears]), requires_grad=False)
+    return out
+
+
 def use_dual_layout(module: nn.Module, names: tuple[str, ...]) -> None:
     """Replace the named nn.Linear children of ``module`` with DualLayoutLinear (in place)."""
     for name in names:

@@ -12,7 +12,7 @@ from torch import nn
 
 from sparkserve.attention.base import AttentionContext, DenseCausalContext
 from sparkserve.layers import fused
-from sparkserve.layers.linear import use_cpu_inference_linears
+from sparkserve.layers.linear import concat_linears, use_cpu_inference_linears
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.hf_config import DecoderConfig
@@ -37,12 +37,7 @@ class Attention(nn.Module):
 
     def fuse(self) -> None:
         """Inference only: one [q; k; v] matmul instead of three (same numbers, fewer kernel calls)."""
-        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        self.qkv_proj = nn.Linear(w.shape[1], w.shape[0], bias=self.q_proj.bias is not None,
-                                  device=w.device, dtype=w.dtype)
-        self.qkv_proj.weight = nn.Parameter(w, requires_grad=False)
-        if self.q_proj.bias is not None:
-            self.qkv_proj.bias = nn.Parameter(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]))
+        self.qkv_proj = concat_linears(self.q_proj, self.k_proj, self.v_proj)
         del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding,
@@ -71,12 +66,7 @@ class MLP(nn.Module):
         self.gate_up_proj: nn.Linear | None = None  # set by fuse() for inference
 
     def fuse(self) -> None:
-        w = torch.cat([self.gate_proj.weight, self.up_proj.weight])
-        self.gate_up_proj = nn.Linear(w.shape[1], w.shape[0], bias=self.gate_proj.bias is not None,
-                                      device=w.device, dtype=w.dtype)
-        self.gate_up_proj.weight = nn.Parameter(w, requires_grad=False)
-        if self.gate_proj.bias is not None:
-            self.gate_up_proj.bias = nn.Parameter(torch.cat([self.gate_proj.bias, self.up_proj.bias]))
+        self.gate_up_proj = concat_linears(self.gate_proj, self.up_proj)
         del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -24,6 +24,7 @@ from torch import nn
 
 from sparkserve.attention.base import AttentionBackend, DraftAttentionContext, DraftBatch
 from sparkserve.layers import fused
+from sparkserve.layers.linear import concat_linears
 from sparkserve.layers.norm import RMSNorm
 from sparkserve.layers.rotary import RotaryEmbedding
 from sparkserve.models.hf_config import DecoderConfig
@@ -53,13 +54,7 @@ class DraftAttention(nn.Module):
     def fuse(self) -> None:
         """Serving only: block rows take one [q; k; v] product (``fused_qkv``); q_proj goes, k_proj and v_proj
         stay for context rows (``key_value``), which need no queries."""
-        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        self.qkv_proj = nn.Linear(w.shape[1], w.shape[0], bias=self.q_proj.bias is not None,
-                                  device=w.device, dtype=w.dtype)
-        self.qkv_proj.weight = nn.Parameter(w.detach(), requires_grad=False)
-        if self.q_proj.bias is not None:
-            self.qkv_proj.bias = nn.Parameter(torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]).detach(),
-                                              requires_grad=False)
+        self.qkv_proj = concat_linears(self.q_proj, self.k_proj, self.v_proj)
         del self.q_proj
 
     def fused_qkv(self, x: torch.Tensor, positions: torch.Tensor, rotary: RotaryEmbedding):
